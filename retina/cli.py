@@ -1,0 +1,49 @@
+"""The ``retina`` command line: a thin dispatcher over ``retina.commands.*``.
+
+Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Imports are lazy so that
+``retina --help`` is instant and a command only pays for what it uses. User errors
+(:class:`retina.errors.RetinaError`) print one clear line and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from retina.errors import RetinaError
+
+# command name -> (module under retina.commands, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "detect": ("detect", "detect faces in images and write JSON + annotated pictures"),
+    "widerface-eval": ("widerface_eval", "evaluate predictions with the official WIDER FACE protocol"),
+    "synth": ("synth", "generate a SynthFace split in the WIDER FACE layouts"),
+}
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="retina", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Only the chosen command's module is imported (it is the first non-option argument).
+    chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if chosen == name:
+            importlib.import_module(f"retina.commands.{module}").add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
+    module = importlib.import_module(f"retina.commands.{COMMANDS[args.command][0]}")
+    try:
+        return int(module.run(args) or 0)
+    except RetinaError as exc:
+        print(f"retina {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Provenance of every number the suite writes, and atomic result files.
+
+A results file is only trustworthy if it says what produced it: the code (git commit, dirty flag),
+the software (versions), the machine and the data. ``provenance()`` gathers that; ``write_json`` /
+``write_text`` write through a temporary file and ``os.replace`` so an interrupted run never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` for the checkout holding this package."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+        ).stdout
+        return {"commit": sha, "dirty": bool(status.strip())}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def versions() -> dict[str, str | None]:
+    """Versions of the packages whose behaviour can change a number."""
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in ("retina", "torch", "torchvision", "numpy", "scipy", "cv2", "onnxruntime"):
+        module = sys.modules.get(name)
+        if module is None and name in ("retina", "numpy"):
+            module = __import__(name)
+        out[name] = getattr(module, "__version__", None) if module is not None else None
+    return out
+
+
+def machine() -> dict[str, Any]:
+    """CPU model, core count, OS and (when torch is imported and CUDA is up) the GPU."""
+    info: dict[str, Any] = {
+        "hostname_hash": hashlib.sha256(platform.node().encode()).hexdigest()[:12],
+        "platform": platform.platform(),
+        "processor": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+    }
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Everything needed to say where a number came from; ``extra`` adds config, seed, data, device."""
+    return {
+        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "git": git_commit(),
+        "versions": versions(),
+        "machine": machine(),
+        "argv": list(sys.argv),
+        **extra,
+    }
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` atomically (temporary file + rename); returns the path."""
+    _atomic_write_bytes(Path(path), text.encode("utf-8"))
+    return Path(path)
+
+
+def write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` atomically; returns the path."""
+    _atomic_write_bytes(Path(path), data)
+    return Path(path)
+
+
+def write_json(path: str | os.PathLike[str], obj: Mapping[str, Any] | list[Any]) -> Path:
+    """Write ``obj`` as indented JSON, atomically. NaN and infinity are refused (not valid JSON)."""
+    return write_text(path, json.dumps(obj, indent=2, allow_nan=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
