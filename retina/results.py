@@ -31,7 +31,11 @@ def git_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
         ).stdout.strip()
         status = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root, capture_output=True, text=True, timeout=10, check=True,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
         return {"commit": sha, "dirty": bool(status.strip())}
     except (OSError, subprocess.SubprocessError):

@@ -1,0 +1,252 @@
+"""Frozen, validated configuration dataclasses and the named presets.
+
+No torch import here: configs are plain data, JSON round-trippable (``to_dict`` / ``from_dict``), and
+``config_hash`` names exactly what changes the numbers. Architecture (``DetectorCfg``) is kept apart from
+post-processing (``PostCfg``) and, later, from schedule and hardware settings.
+
+Presets (``PRESETS``):
+- ``mobilenet0.25``: the common biubug6/Pytorch_Retinaface layout: MobileNetV1 x0.25, pyramid levels P3-P5
+  (strides 8/16/32), two square anchors per location (16, 32 / 64, 128 / 256, 512), FPN and SSH context with
+  64 channels and LeakyReLU(0.1), one head per level.
+- ``resnet50``: the same layout on ResNet-50 with 256 channels and ReLU (biubug6 ``cfg_re50``).
+- ``resnet50-paper``, ``resnet152-paper``: the paper layout (arXiv 1905.00641 section 4): P2-P6 (strides
+  4..64), three anchors per location at 2^(1/3) steps from 16 px, a context module on every level,
+  256 channels, heads shared across levels, and a ``dcn`` switch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+BackboneName = Literal["mobilenet0.25", "resnet50", "resnet152"]
+BACKBONE_NAMES: tuple[str, ...] = typing.get_args(BackboneName)
+# Backbone stage index -> stride: C2 is stride 4, ..., C5 stride 32 (ResNet naming, used for MobileNet too).
+STAGE_STRIDE = {2: 4, 3: 8, 4: 16, 5: 32}
+
+
+@dataclass(frozen=True)
+class BackboneCfg:
+    """Which backbone, and which of its stages (C2..C5) feed the pyramid."""
+
+    name: BackboneName = "mobilenet0.25"
+    stages: tuple[int, ...] = (3, 4, 5)  # C3-C5: the biubug6 layout
+
+    def __post_init__(self) -> None:
+        if self.name not in BACKBONE_NAMES:
+            raise ValueError(f"unknown backbone {self.name!r}; choose one of {BACKBONE_NAMES}")
+        if not self.stages or any(s not in STAGE_STRIDE for s in self.stages):
+            raise ValueError(f"backbone stages must be a non-empty subset of 2..5, got {self.stages}")
+        if list(self.stages) != sorted(set(self.stages)):
+            raise ValueError(f"backbone stages must be increasing and unique, got {self.stages}")
+        if self.name == "mobilenet0.25" and min(self.stages) < 3:
+            raise ValueError("mobilenet0.25 exposes stages C3-C5 only")
+
+
+@dataclass(frozen=True)
+class NeckCfg:
+    """FPN and context module (SSH-style) settings."""
+
+    channels: int = 64
+    extra_levels: int = 0  # levels above the last backbone stage, each a 3x3 stride-2 conv (paper: P6 on C5)
+    leaky: float = 0.1  # negative slope of the activations in FPN/context; 0.0 means ReLU
+    context: bool = True  # SSH context module on every level
+    dcn: bool = False  # deformable 3x3 convs in lateral connections and context (paper's +DCN row)
+
+    def __post_init__(self) -> None:
+        if self.channels <= 0 or self.channels % 4:
+            raise ValueError(
+                f"neck channels must be a positive multiple of 4 (SSH splits them), got {self.channels}"
+            )
+        if self.extra_levels < 0:
+            raise ValueError(f"extra_levels must be >= 0, got {self.extra_levels}")
+        if not 0.0 <= self.leaky < 1.0:
+            raise ValueError(f"leaky slope must be in [0, 1), got {self.leaky}")
+
+
+@dataclass(frozen=True)
+class HeadCfg:
+    """Per-anchor outputs: face score (2-way softmax), box (4), five landmarks (10).
+
+    The landmark head always exists; the landmark ablation sets its loss weight to 0 instead.
+    """
+
+    shared: bool = False  # one set of 1x1 convs for all levels (paper) or one per level (biubug6)
+
+
+@dataclass(frozen=True)
+class PriorCfg:
+    """Square anchors: per pyramid level a stride and the anchor side lengths in input pixels."""
+
+    strides: tuple[int, ...] = (8, 16, 32)
+    sizes: tuple[tuple[float, ...], ...] = ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0))
+    variances: tuple[float, float] = (0.1, 0.2)  # centre and size variances of the box coding
+
+    def __post_init__(self) -> None:
+        if len(self.strides) != len(self.sizes):
+            raise ValueError(f"{len(self.strides)} strides but {len(self.sizes)} anchor size lists")
+        if len({len(s) for s in self.sizes}) != 1:
+            raise ValueError("every level needs the same number of anchors (the heads are 1x1 convs)")
+        if any(b <= a for a, b in zip(self.strides, self.strides[1:], strict=False)):
+            raise ValueError(f"strides must increase, got {self.strides}")
+        if any(v <= 0 for v in self.variances) or any(x <= 0 for s in self.sizes for x in s):
+            raise ValueError("variances and anchor sizes must be positive")
+
+    @property
+    def anchors_per_location(self) -> int:
+        return len(self.sizes[0])
+
+
+@dataclass(frozen=True)
+class InputCfg:
+    """Pixel normalisation: the network sees ``(image - mean) / std`` in the given channel order."""
+
+    channel_order: Literal["bgr", "rgb"] = "bgr"
+    mean: tuple[float, float, float] = (104.0, 117.0, 123.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be positive, got {self.std}")
+
+
+@dataclass(frozen=True)
+class DetectorCfg:
+    """The whole architecture: everything ``build_detector`` needs, nothing about schedule or hardware."""
+
+    name: str = "mobilenet0.25"
+    backbone: BackboneCfg = field(default_factory=BackboneCfg)
+    neck: NeckCfg = field(default_factory=NeckCfg)
+    head: HeadCfg = field(default_factory=HeadCfg)
+    priors: PriorCfg = field(default_factory=PriorCfg)
+    input: InputCfg = field(default_factory=InputCfg)
+
+    def __post_init__(self) -> None:
+        levels = len(self.backbone.stages) + self.neck.extra_levels
+        if levels != len(self.priors.strides):
+            raise ValueError(
+                f"{len(self.backbone.stages)} backbone stages + {self.neck.extra_levels} extra levels give "
+                f"{levels} pyramid levels, but the priors define {len(self.priors.strides)}"
+            )
+        expected = [STAGE_STRIDE[s] for s in self.backbone.stages]
+        expected += [expected[-1] * 2 ** (i + 1) for i in range(self.neck.extra_levels)]
+        if list(self.priors.strides) != expected:
+            raise ValueError(
+                f"prior strides {self.priors.strides} do not match the pyramid strides {expected}"
+            )
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        return self.priors.strides
+
+
+@dataclass(frozen=True)
+class PostCfg:
+    """Post-processing: decode -> score threshold -> top-k -> NMS -> max detections."""
+
+    score_threshold: float = 0.02  # WIDER FACE evaluation default (keeps the PR curve's tail)
+    nms_iou: float = 0.4
+    pre_nms_top_k: int | None = 5000  # candidates kept per image before NMS (None: all)
+    max_detections: int | None = 2000  # per image after NMS (WIDER has up to ~1,900 faces in one image)
+    # Added to x2/y2 before NMS IoU: 1.0 reproduces the classic "+1 pixel" Fast R-CNN NMS that the biubug6
+    # code (and the WIDER evaluation) use; 0.0 is the continuous convention.
+    nms_pixel_offset: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.score_threshold <= 1.0:
+            raise ValueError(f"score threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 < self.nms_iou <= 1.0:
+            raise ValueError(f"NMS IoU must be in (0, 1], got {self.nms_iou}")
+        for name in ("pre_nms_top_k", "max_detections"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive or None, got {value}")
+        if self.nms_pixel_offset < 0:
+            raise ValueError(f"nms_pixel_offset must be >= 0, got {self.nms_pixel_offset}")
+
+
+def _paper(name: str, backbone: BackboneName) -> DetectorCfg:
+    step = 2 ** (1 / 3)
+    strides = (4, 8, 16, 32, 64)
+    return DetectorCfg(
+        name=name,
+        backbone=BackboneCfg(name=backbone, stages=(2, 3, 4, 5)),
+        neck=NeckCfg(channels=256, extra_levels=1, leaky=0.0, context=True, dcn=False),
+        head=HeadCfg(shared=True),
+        priors=PriorCfg(
+            strides=strides,
+            sizes=tuple(tuple(4.0 * s * step**k for k in range(3)) for s in strides),
+        ),
+    )
+
+
+PRESETS: dict[str, DetectorCfg] = {
+    "mobilenet0.25": DetectorCfg(),
+    "resnet50": DetectorCfg(
+        name="resnet50",
+        backbone=BackboneCfg(name="resnet50", stages=(3, 4, 5)),
+        neck=NeckCfg(channels=256, leaky=0.0),
+    ),
+    "resnet50-paper": _paper("resnet50-paper", "resnet50"),
+    "resnet152-paper": _paper("resnet152-paper", "resnet152"),
+}
+
+
+def preset(name: str) -> DetectorCfg:
+    """The named preset; a clear error lists the valid names."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+
+
+# --- JSON round trip ------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A config as plain JSON-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Rebuild a config dataclass from ``to_dict`` output; unknown keys are an error (typo safety)."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+    return cls(**{k: _coerce(hints[k], v) for k, v in data.items()})
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value)  # type: ignore[arg-type]
+    if origin is tuple:
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in value)
+        return tuple(_coerce(a, v) for a, v in zip(args, value, strict=True))
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        return _coerce(next(a for a in typing.get_args(tp) if a is not type(None)), value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def to_json(cfg: Any) -> str:
+    return json.dumps(to_dict(cfg), sort_keys=True)
+
+
+def config_hash(cfg: Any) -> str:
+    """A short stable hash of a config (sorted-key JSON); equal configs hash equal across runs."""
+    return hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]
