@@ -62,9 +62,7 @@ class Detections:
 
     @staticmethod
     def empty() -> Detections:
-        return Detections(
-            np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32)
-        )
+        return Detections(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
 
 
 @dataclass(frozen=True)
@@ -142,9 +140,7 @@ class Detector:
         with torch.inference_mode():
             return self.model(x)
 
-    def decode(
-        self, pred: Predictions, input_hw: tuple[int, int], post: PostCfg | None = None
-    ) -> list[RawDetections]:
+    def decode(self, pred: Predictions, input_hw: tuple[int, int], post: PostCfg | None = None) -> list[RawDetections]:
         """Post-process a batch of predictions for inputs of size ``input_hw`` (network-input pixels)."""
         with torch.inference_mode():
             priors = self.priors(input_hw, pred.boxes.dtype, pred.boxes.device)
@@ -192,9 +188,7 @@ class Detector:
                 chunk = members[start : start + self.batch_size]
                 x = self.to_tensor([self.prepare(images[p.index], p.resize, p.flip) for p in chunk])
                 for p, raw in zip(chunk, self.decode(self.forward(x), input_hw, post), strict=True):
-                    per_image[p.index].append(
-                        self._to_image(raw, images[p.index].shape[:2], input_hw, p.flip)
-                    )
+                    per_image[p.index].append(self._to_image(raw, images[p.index].shape[:2], input_hw, p.flip))
         out = []
         for dets in per_image:
             merged = dets[0] if len(dets) == 1 else self._merge(dets, proto, post)

@@ -42,8 +42,13 @@ _RESNET_BLOCK = [
     (r"^bn1\.(.*)$", r"stem.1.\1"),
     (r"^layer(\d)\.(.*)$", r"layers.{l}.\2"),
 ]
-_SSH = {"conv3X3": "branch3", "conv5X5_1": "branch5_1", "conv5X5_2": "branch5_2",
-        "conv7X7_2": "branch7_2", "conv7x7_3": "branch7_3"}  # fmt: skip
+_SSH = {
+    "conv3X3": "branch3",
+    "conv5X5_1": "branch5_1",
+    "conv5X5_2": "branch5_2",
+    "conv7X7_2": "branch7_2",
+    "conv7x7_3": "branch7_3",
+}
 _HEADS = {"ClassHead": "cls_head", "BboxHead": "box_head", "LandmarkHead": "landmark_head"}
 
 
@@ -110,9 +115,7 @@ def _load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str, pre
         lines = [f"{source} does not match the model:"]
         for title, items in (("missing", missing), ("unused", unused), ("wrong shape", shapes)):
             if items:
-                lines.append(
-                    f"  {len(items)} {title}: " + ", ".join(items[:6]) + (" ..." if len(items) > 6 else "")
-                )
+                lines.append(f"  {len(items)} {title}: " + ", ".join(items[:6]) + (" ..." if len(items) > 6 else ""))
         raise CheckpointError("\n".join(lines))
     with torch.no_grad():
         own = model.state_dict()
@@ -165,9 +168,7 @@ def save_checkpoint(
     return write_bytes(path, buffer.getvalue())
 
 
-def read_checkpoint(
-    path: str | os.PathLike, preset_name: str | None = None
-) -> tuple[DetectorCfg, dict, dict]:
+def read_checkpoint(path: str | os.PathLike, preset_name: str | None = None) -> tuple[DetectorCfg, dict, dict]:
     """(config, state dict in our keys, the whole payload) from our format or a biubug6 file.
 
     ``preset_name`` is required for nothing, but when given it must match the file's architecture.
@@ -177,9 +178,7 @@ def read_checkpoint(
         raise CheckpointError(f"{path}: not a state dict or retina checkpoint ({type(payload).__name__})")
     if payload.get("format") == FORMAT:
         if payload.get("version") != VERSION:
-            raise CheckpointError(
-                f"{path}: retina checkpoint version {payload.get('version')} is not supported"
-            )
+            raise CheckpointError(f"{path}: retina checkpoint version {payload.get('version')} is not supported")
         cfg = from_dict(DetectorCfg, payload["config"])
         if preset_name is not None and preset(preset_name) != cfg:
             raise CheckpointError(
@@ -191,9 +190,7 @@ def read_checkpoint(
     if guessed is None:
         raise CheckpointError(f"{path}: neither a retina checkpoint nor a biubug6 RetinaFace state dict")
     if preset_name is not None and preset_name != guessed:
-        raise CheckpointError(
-            f"{path} holds biubug6 {guessed!r} weights, not the requested preset {preset_name!r}"
-        )
+        raise CheckpointError(f"{path} holds biubug6 {guessed!r} weights, not the requested preset {preset_name!r}")
     return preset(guessed), convert_biubug6(state), {"format": "biubug6", "source": str(path)}
 
 
@@ -215,14 +212,8 @@ def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike) -> None:
     if isinstance(getattr(model, "backbone", None), nn.Module):
         backbone = model.backbone
         # ResNet layers beyond the last used stage are not built; ignore their weights.
-        present = {
-            k.split(".")[0] + "." + k.split(".")[1] for k in backbone.state_dict() if k.startswith("layers.")
-        }
-        out = {
-            k: v
-            for k, v in out.items()
-            if not k.startswith("layers.") or ".".join(k.split(".")[:2]) in present
-        }
+        present = {k.split(".")[0] + "." + k.split(".")[1] for k in backbone.state_dict() if k.startswith("layers.")}
+        out = {k: v for k, v in out.items() if not k.startswith("layers.") or ".".join(k.split(".")[:2]) in present}
         _load_strict(backbone, out, str(path))
     else:
         raise CheckpointError("model has no backbone attribute")

@@ -1,0 +1,57 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from retina.build import build_detector
+from retina.checkpoint import save_checkpoint
+from retina.cli import main
+from retina.config import preset
+from tests.conftest import shared_file
+
+
+@pytest.fixture
+def weights(tmp_path):
+    cfg = preset("mobilenet0.25")
+    return save_checkpoint(tmp_path / "w.pth", build_detector(cfg), cfg)
+
+
+def test_detect_writes_json_and_picture(tmp_path, weights):
+    images = tmp_path / "in"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+    cv2.imwrite(str(images / "b.jpg"), np.zeros((30, 20), np.uint8))
+    out = tmp_path / "out"
+    assert main(["detect", str(images), "--weights", str(weights), "--out", str(out), "--score-threshold", "0.3"]) == 0
+    record = json.loads((out / "a.json").read_text())
+    assert record["image_size"] == [60, 40]
+    assert set(record) >= {"image", "image_size", "boxes", "scores", "landmarks"}
+    assert len(record["boxes"]) == len(record["scores"]) == len(record["landmarks"])
+    assert all(len(lm) == 5 and len(lm[0]) == 2 for lm in record["landmarks"])
+    assert cv2.imread(str(out / "a.jpg")).shape == (40, 60, 3)
+    assert (out / "b.json").exists()
+
+
+def test_detect_reports_user_errors_without_traceback(tmp_path, weights, capsys):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"junk")
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((16, 16, 3), np.uint8))
+    out = tmp_path / "out"
+    assert main(["detect", str(bad), str(good), "--weights", str(weights), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot decode image" in err and "bad.jpg" in err and "Traceback" not in err
+    assert (out / "good.json").exists()  # the readable image still got its result
+    assert main(["detect", str(good), "--weights", str(tmp_path / "none.pth"), "--out", str(out)]) == 2
+    assert "weights file not found" in capsys.readouterr().err
+    assert main(["detect", str(good), "--weights", str(weights), "--preset", "resnet50", "--out", str(out)]) == 2
+    assert "not the requested preset" in capsys.readouterr().err
+
+
+def test_detect_real_weights_on_a_sample(tmp_path):
+    weights = shared_file("weights/retinaface_mobilenet0.25_Final.pth")
+    image = shared_file("samples/scikit-image_astronaut.png")
+    assert main(["detect", str(image), "--weights", str(weights), "--out", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "scikit-image_astronaut.json").read_text())
+    assert len(record["scores"]) == 1 and record["scores"][0] > 0.99
