@@ -19,9 +19,6 @@ def build_detector(cfg: DetectorCfg) -> RetinaFace:
     levels = len(cfg.priors.strides)
     fpn = FPN(backbone.channels, cfg.neck.channels, cfg.neck.leaky, cfg.neck.extra_levels)
     contexts = nn.ModuleList(
-        ContextModule(cfg.neck.channels, cfg.neck.leaky) if cfg.neck.context else nn.Identity()
-        for _ in range(levels)
+        ContextModule(cfg.neck.channels, cfg.neck.leaky) if cfg.neck.context else nn.Identity() for _ in range(levels)
     )
-    return RetinaFace(
-        backbone, fpn, contexts, cfg.neck.channels, cfg.priors.anchors_per_location, cfg.head.shared
-    )
+    return RetinaFace(backbone, fpn, contexts, cfg.neck.channels, cfg.priors.anchors_per_location, cfg.head.shared)

@@ -60,9 +60,7 @@ class NeckCfg:
 
     def __post_init__(self) -> None:
         if self.channels <= 0 or self.channels % 4:
-            raise ValueError(
-                f"neck channels must be a positive multiple of 4 (SSH splits them), got {self.channels}"
-            )
+            raise ValueError(f"neck channels must be a positive multiple of 4 (SSH splits them), got {self.channels}")
         if self.extra_levels < 0:
             raise ValueError(f"extra_levels must be >= 0, got {self.extra_levels}")
         if not 0.0 <= self.leaky < 1.0:
@@ -136,9 +134,7 @@ class DetectorCfg:
         expected = [STAGE_STRIDE[s] for s in self.backbone.stages]
         expected += [expected[-1] * 2 ** (i + 1) for i in range(self.neck.extra_levels)]
         if list(self.priors.strides) != expected:
-            raise ValueError(
-                f"prior strides {self.priors.strides} do not match the pyramid strides {expected}"
-            )
+            raise ValueError(f"prior strides {self.priors.strides} do not match the pyramid strides {expected}")
 
     @property
     def strides(self) -> tuple[int, ...]:

@@ -68,9 +68,7 @@ def nms(image_index: Tensor, dets: RawDetections, cfg: PostCfg) -> Tensor:
     return keep[order[rank < limit]]
 
 
-def postprocess(
-    pred: Predictions, priors: Tensor, variances: tuple[float, float], cfg: PostCfg
-) -> list[RawDetections]:
+def postprocess(pred: Predictions, priors: Tensor, variances: tuple[float, float], cfg: PostCfg) -> list[RawDetections]:
     """Batched predictions (B, A, .) with priors (A, 4) cxcywh -> B per-image :class:`RawDetections`."""
     batch = pred.logits.shape[0]
     if pred.logits.shape[1] != priors.shape[0]:

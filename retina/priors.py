@@ -29,9 +29,7 @@ def make_priors(
 ) -> Tensor:
     """Tensor[A, 4] of (cx, cy, w, h) pixels, A = sum_l rows_l * cols_l * len(sizes[l])."""
     out = []
-    for (rows, cols), stride, level_sizes in zip(
-        feature_sizes(image_hw, strides), strides, sizes, strict=True
-    ):
+    for (rows, cols), stride, level_sizes in zip(feature_sizes(image_hw, strides), strides, sizes, strict=True):
         cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * stride
         cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * stride
         yy, xx = torch.meshgrid(cy, cx, indexing="ij")  # (rows, cols)

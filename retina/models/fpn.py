@@ -16,9 +16,7 @@ from retina.models.layers import ConvBNAct
 class FPN(nn.Module):
     """inputs: C_k maps (B, in_channels[k], H_k, W_k), fine to coarse -> P maps (B, channels, H_k, W_k)."""
 
-    def __init__(
-        self, in_channels: tuple[int, ...], channels: int, leaky: float, extra_levels: int = 0
-    ) -> None:
+    def __init__(self, in_channels: tuple[int, ...], channels: int, leaky: float, extra_levels: int = 0) -> None:
         super().__init__()
         self.lateral = nn.ModuleList(ConvBNAct(c, channels, 1, act=leaky) for c in in_channels)
         self.merge = nn.ModuleList(ConvBNAct(channels, channels, 3, act=leaky) for _ in in_channels[:-1])
