@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detect", "detect faces in images and write JSON + annotated pictures"),
     "widerface-eval": ("widerface_eval", "evaluate predictions with the official WIDER FACE protocol"),
     "synth": ("synth", "generate a SynthFace split in the WIDER FACE layouts"),
+    "train": ("train", "train a detector (one process, or many under torchrun)"),
 }
 
 

@@ -246,3 +246,112 @@ def to_json(cfg: Any) -> str:
 def config_hash(cfg: Any) -> str:
     """A short stable hash of a config (sorted-key JSON); equal configs hash equal across runs."""
     return hashlib.sha256(to_json(cfg).encode()).hexdigest()[:12]
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossCfg:
+    """Anchor matching, OHEM and loss weights: L = w_cls Lcls + w_box Lbox + w_pts Lpts (section 3.1)."""
+
+    pos_iou: float = 0.5  # anchors with IoU >= pos_iou to a face are positive
+    neg_iou: float = 0.3  # anchors with IoU < neg_iou to every face are negative; between: ignored
+    force_best_anchor: bool = True  # each face's best anchor is positive whatever its IoU ...
+    min_best_iou: float = 0.0  # ... unless that IoU is below this (biubug6 drops such faces at 0.2)
+    ohem_ratio: float = 3.0  # hard negatives per positive (paper 3:1, biubug6 7:1)
+    w_cls: float = 1.0
+    w_box: float = 0.25
+    w_landmarks: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.neg_iou <= self.pos_iou <= 1.0:
+            raise ValueError(f"need 0 < neg_iou <= pos_iou <= 1, got {self.neg_iou}, {self.pos_iou}")
+        if self.ohem_ratio <= 0:
+            raise ValueError(f"ohem_ratio must be positive, got {self.ohem_ratio}")
+        if min(self.w_cls, self.w_box, self.w_landmarks) < 0:
+            raise ValueError("loss weights must be >= 0")
+
+
+@dataclass(frozen=True)
+class AugmentCfg:
+    """Joint image/box/landmark augmentation (section 4.1, as in S3FD)."""
+
+    image_size: int = 640  # square training input
+    crop_scales: tuple[float, float] = (0.3, 1.0)  # crop side as a fraction of the short side
+    flip: bool = True
+    photometric: bool = True
+    min_face: float = 1.0  # faces smaller than this (pixels, after resizing) are dropped
+
+    def __post_init__(self) -> None:
+        lo, hi = self.crop_scales
+        if not 0.0 < lo <= hi <= 1.0:
+            raise ValueError(f"crop_scales must satisfy 0 < lo <= hi <= 1, got {self.crop_scales}")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    """Schedule, optimiser and run settings (not architecture: those do not enter the model's hash).
+
+    The learning-rate schedule is the paper's, scaled to the run length: linear warm-up from ``warmup_lr``
+    to ``lr`` over the first ``warmup_fraction`` of the iterations (paper: 5 of 80 epochs), then divided by
+    10 at each fraction in ``step_fractions`` (paper: epochs 55 and 68 of 80).
+    """
+
+    recipe: str = "paper"
+    batch_size: int = 32  # global batch (paper: 8 per GPU x 4 GPUs); split evenly across processes
+    epochs: float = 80.0
+    max_iterations: int | None = None  # overrides epochs when set
+    lr: float = 1e-2
+    warmup_lr: float = 1e-3
+    warmup_fraction: float = 5 / 80
+    step_fractions: tuple[float, ...] = (55 / 80, 68 / 80)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float | None = None  # max gradient norm (None: no clipping)
+    freeze_bn: bool = False  # BatchNorm in eval mode (running statistics fixed) during training
+    seed: int = 0
+    loss: LossCfg = field(default_factory=LossCfg)
+    augment: AugmentCfg = field(default_factory=AugmentCfg)
+
+    def __post_init__(self) -> None:
+        if self.batch_size <= 0 or self.epochs <= 0 or self.lr <= 0:
+            raise ValueError("batch_size, epochs and lr must be positive")
+        if self.max_iterations is not None and self.max_iterations <= 0:
+            raise ValueError(f"max_iterations must be positive, got {self.max_iterations}")
+        if not 0.0 <= self.warmup_fraction < 1.0 or any(not 0.0 < f <= 1.0 for f in self.step_fractions):
+            raise ValueError("warmup_fraction must be in [0, 1) and step fractions in (0, 1]")
+
+
+TRAIN_PRESETS: dict[str, TrainCfg] = {
+    # arXiv 1905.00641 section 4.1: 0.5/0.3 matching, OHEM 3:1, weights 0.25 / 0.1, SGD 1e-3 -> 1e-2, 80 epochs.
+    "paper": TrainCfg(),
+    # biubug6/Pytorch_Retinaface: one 0.35 threshold, OHEM 7:1, loss 2*box + cls + landmarks, batch 32,
+    # lr 1e-3 (no warm-up gain), steps at epochs 190 and 220 of 250.
+    "biubug6": TrainCfg(
+        recipe="biubug6",
+        batch_size=32,
+        epochs=250,
+        lr=1e-3,
+        warmup_lr=1e-3,
+        warmup_fraction=0.0,
+        step_fractions=(190 / 250, 220 / 250),
+        loss=LossCfg(pos_iou=0.35, neg_iou=0.35, min_best_iou=0.2, ohem_ratio=7.0, w_box=2.0, w_landmarks=1.0),
+    ),
+    # The suite's CPU recipe for SynthFace: the paper's losses and schedule shape, small inputs and batches.
+    "synth-cpu": TrainCfg(
+        recipe="synth-cpu",
+        batch_size=16,
+        epochs=30,
+        augment=AugmentCfg(image_size=320),
+    ),
+}
+
+
+def train_preset(name: str) -> TrainCfg:
+    try:
+        return TRAIN_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(TRAIN_PRESETS)}") from None

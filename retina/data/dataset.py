@@ -1,0 +1,132 @@
+"""Training data: a RetinaFace ``label.txt`` split -> augmented samples, a resumable sampler, collation.
+
+A split is an images folder plus a label file in the RetinaFace layout (``retina.data.widerface``); faces
+whose landmarks are all -1 count for the score and box losses only. The sampler yields ``(epoch, index)``
+pairs and the dataset seeds each sample's augmentation from ``(seed, epoch, index)``, so a run's data
+depends on nothing but the seed and its position: resuming at iteration k replays exactly what an
+uninterrupted run would have seen, for any number of workers or processes.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from retina.config import AugmentCfg
+from retina.data.transforms import Sample, augment
+from retina.data.widerface import LabeledImage, read_retinaface_labels
+from retina.errors import RetinaError
+from retina.images import read_image
+
+
+@dataclass(frozen=True)
+class SplitPaths:
+    """Where a training split lives: ``images`` folder and RetinaFace ``labels`` file."""
+
+    images: Path
+    labels: Path
+
+    @staticmethod
+    def from_root(root: str | os.PathLike) -> SplitPaths:
+        """``root/images`` + ``root/label.txt`` (SynthFace and the RetinaFace ``train/`` layout)."""
+        root = Path(root)
+        paths = SplitPaths(root / "images", root / "label.txt")
+        for p in (paths.images, paths.labels):
+            if not p.exists():
+                raise RetinaError(f"training split {root}: {p.name} not found (expected images/ and label.txt)")
+        return paths
+
+
+@dataclass(frozen=True)
+class Target:
+    """One image's faces as tensors: boxes (N, 4) xyxy px, landmarks (N, 5, 2) px, has_landmarks (N,) bool."""
+
+    boxes: torch.Tensor
+    landmarks: torch.Tensor
+    has_landmarks: torch.Tensor
+
+
+def to_sample(image: np.ndarray, entry: LabeledImage) -> Sample:
+    """A label entry (x y w h boxes) -> a :class:`Sample` (xyxy boxes); degenerate boxes are dropped."""
+    boxes = entry.boxes.astype(np.float32).copy()
+    boxes[:, 2:] += boxes[:, :2]
+    landmarks = entry.landmarks.astype(np.float32)
+    has = ~np.all(landmarks == -1, axis=(1, 2))
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return Sample(image, boxes, landmarks, has).select(keep)
+
+
+class FaceDataset(Dataset):
+    """Items are (image (S, S, 3) uint8 tensor, :class:`Target`); index with ``(epoch, index)`` pairs."""
+
+    def __init__(self, paths: SplitPaths, augment_cfg: AugmentCfg, seed: int) -> None:
+        self.paths = paths
+        self.entries = read_retinaface_labels(paths.labels)
+        if not self.entries:
+            raise RetinaError(f"{paths.labels}: no images listed")
+        self.augment_cfg = augment_cfg
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, Target]:
+        epoch, index = key
+        entry = self.entries[index]
+        image = read_image(self.paths.images / entry.path)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        s = augment(to_sample(image, entry), self.augment_cfg, rng)
+        target = Target(torch.from_numpy(s.boxes), torch.from_numpy(s.landmarks), torch.from_numpy(s.has_landmarks))
+        return torch.from_numpy(s.image), target
+
+
+def collate(batch: list[tuple[torch.Tensor, Target]]) -> tuple[torch.Tensor, list[Target]]:
+    """-> images (B, S, S, 3) uint8, per-image targets."""
+    return torch.stack([b[0] for b in batch]), [b[1] for b in batch]
+
+
+class ResumableSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of ``(epoch, index)`` for one process, starting at a given global iteration.
+
+    Each epoch is a permutation of the dataset drawn from ``(seed, epoch)``; the global batch of iteration
+    i is cut into ``world_size`` equal parts and this process takes part ``rank``. Incomplete last batches
+    are dropped, so every iteration has exactly ``batch_size`` images in all.
+    """
+
+    def __init__(
+        self, size: int, batch_size: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        if batch_size % world_size:
+            raise RetinaError(f"global batch {batch_size} is not divisible by {world_size} processes")
+        if size < batch_size:
+            raise RetinaError(f"the split has {size} images, fewer than one batch of {batch_size}")
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.start, self.stop, self.rank, self.world_size = start, stop, rank, world_size
+        self.per_epoch = size // batch_size
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        local = self.batch_size // self.world_size
+        perm, perm_epoch = None, -1
+        for it in range(self.start, self.stop):
+            epoch, pos = divmod(it, self.per_epoch)
+            if epoch != perm_epoch:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                perm, perm_epoch = torch.randperm(self.size, generator=g).tolist(), epoch
+            assert perm is not None
+            chunk = perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+            yield [(epoch, i) for i in chunk[self.rank * local : (self.rank + 1) * local]]
+
+
+def iterations_for(epochs: float, size: int, batch_size: int) -> int:
+    """Number of iterations of ``epochs`` passes over ``size`` images at a global batch size."""
+    return max(1, math.ceil(epochs * (size // batch_size)))
