@@ -104,11 +104,12 @@ def test_two_process_ddp_follows_one_process(toy, tmp_path):
               "--image-size", "64", "--freeze-bn", "--workers", "0", "--no-progress", "--log-every", "1",
               "--checkpoint-every", "100"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "retina.cli", "train", "--out", str(tmp_path / "one"), *common],
-                         env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    single = [sys.executable, "-m", "retina.cli", "train", "--out", str(tmp_path / "one"), *common]
+    one = subprocess.run(single, env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "retina.cli", "train", "--out",
-                          str(tmp_path / "two"), *common], env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    launcher = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "retina.cli", "train"]
+    two = subprocess.run([*launcher, "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
     _, a, _ = read_checkpoint(tmp_path / "one" / "final.pth")
     _, b, pay = read_checkpoint(tmp_path / "two" / "final.pth")
