@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "widerface-eval": ("widerface_eval", "evaluate predictions with the official WIDER FACE protocol"),
     "synth": ("synth", "generate a SynthFace split in the WIDER FACE layouts"),
     "train": ("train", "train a detector (one process, or many under torchrun)"),
+    "evaluate": ("evaluate", "run a detector on a WIDER-layout split and evaluate it (official protocol)"),
 }
 
 

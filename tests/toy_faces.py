@@ -7,11 +7,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from retina.data.widerface import LabeledImage, write_retinaface_labels
+from retina.data.widerface import LabeledImage, ground_truth_from_boxes, write_ground_truth, write_retinaface_labels
 
 
 def make_toy_split(root: Path, n: int = 8, size: int = 64, seed: int = 0, max_faces: int = 3) -> Path:
-    """Write ``root/images/0--Toy/*.jpg`` and ``root/label.txt`` (five landmarks per face); returns root."""
+    """Write ``root/images/0--Toy/*.jpg``, ``root/label.txt`` (five landmarks per face) and the official-layout
+    ground truth ``root/ground_truth/*.mat`` (every face counts in every setting); returns root."""
     rng = np.random.default_rng(seed)
     entries = []
     for i in range(n):
@@ -34,4 +35,6 @@ def make_toy_split(root: Path, n: int = 8, size: int = 64, seed: int = 0, max_fa
         entries.append(LabeledImage(path, b, np.array(landmarks, float).reshape(-1, 5, 2), np.zeros((len(b), 5)),
                                     np.ones(len(b))))  # fmt: skip
     write_retinaface_labels(root / "label.txt", entries)
+    every = {s: [np.arange(len(e.boxes)) for e in entries] for s in ("easy", "medium", "hard")}
+    write_ground_truth(root / "ground_truth", ground_truth_from_boxes([(e.path, e.boxes) for e in entries], every))
     return root
