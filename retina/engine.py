@@ -2,8 +2,10 @@
 
 Distributed runs are launched by ``torchrun`` (never by this code): when ``WORLD_SIZE`` > 1 the engine joins
 the process group (NCCL on GPUs, gloo on CPUs), wraps the model in DDP, gives each process its part of every
-global batch and logs from rank 0 only. Everything that decides the numbers (model, schedule, seed) is in
-the configs; ``RunSpec`` holds the rest (paths, device, workers, checkpoint cadence).
+global batch and logs from rank 0 only. On GPUs BatchNorm becomes SyncBatchNorm (statistics over the global
+batch); torch has no CPU SyncBatchNorm, so on CPUs each process normalises over its own part of the batch.
+Everything that decides the numbers (model, schedule, seed) is in the configs; ``RunSpec`` holds the rest
+(paths, device, workers, checkpoint cadence).
 
 Files in ``out_dir``: ``last.pth`` (written atomically every ``checkpoint_every`` iterations: weights,
 optimiser state, iteration; ``--resume`` continues from it exactly), ``final.pth`` (weights, config and
@@ -147,7 +149,9 @@ def train(
                 group_state[k] = v.to(device)
     net: nn.Module = model
     if d.world > 1:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+        if cuda and not train_cfg.freeze_bn:  # batch statistics over the global batch (CUDA only in torch)
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
     sampler = ResumableSampler(len(dataset), train_cfg.batch_size, train_cfg.seed, start, total, d.rank, d.world)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=run.workers, pin_memory=cuda)
     size = train_cfg.augment.image_size
