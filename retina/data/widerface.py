@@ -205,7 +205,11 @@ class GroundTruth:
 
     def count(self, setting: str) -> int:
         """Number of faces that count in ``setting`` (the recall denominator)."""
-        return int(sum(len(k) for k in self.keep[setting]))
+        return self._counts[setting]
+
+    @cached_property
+    def _counts(self) -> Mapping[str, int]:
+        return MappingProxyType({s: int(sum(len(k) for k in lists)) for s, lists in self.keep.items()})
 
 
 _MAT_FILES = {"face": "wider_face_val.mat", **{s: f"wider_{s}_val.mat" for s in SETTINGS}}

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 
 import numpy as np
@@ -51,6 +52,7 @@ from retina.data.widerface import (  # re-exported: the formats an evaluation ne
     read_predictions,
     write_predictions,
 )
+from retina.eval.overlap import best_faces
 
 __all__ = [
     "ARITHMETICS",
@@ -80,7 +82,6 @@ THRESHOLDS.setflags(write=False)
 CHALLENGE_IOUS: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
 # MATLAB int32 arithmetic is emulated in float64, exact while no intermediate leaves int32's range.
 _COORD_LIMIT = 2.0**29
-_INT32_MIN, _INT32_MAX = -(2.0**31), 2.0**31 - 1
 _SINGLE_MIN, _SINGLE_MAX = np.float32(np.finfo(np.float32).tiny), np.float32(np.finfo(np.float32).max)
 
 PROTOCOL = (
@@ -103,6 +104,8 @@ class Matches:
     ``score (P,)`` normalised scores (NaN when all raw scores are equal: MATLAB's 0/0); ``overlap (P,)`` the
     best overlap (an integer in 'matlab' arithmetic, IoU in 'float64'); ``face (P,)`` index of that face in
     the concatenation of ``gt.boxes``. Predictions on images without faces are left out (MATLAB skips them).
+    ``first_threshold (P,)``: index of the first (highest) threshold the score passes, 1000 if none;
+    ``by_face (P,)``: a stable ordering of the predictions by ``face``.
     """
 
     arithmetic: str
@@ -111,6 +114,16 @@ class Matches:
     face: np.ndarray
     n_faces: int
     warnings: tuple[str, ...] = ()
+
+    @cached_property
+    def first_threshold(self) -> np.ndarray:
+        # THRESHOLDS descend; a score passes the last ``n`` of them, n = how many are <= score.
+        passed = np.searchsorted(THRESHOLDS[::-1], self.score, side="right")
+        return np.where(np.isnan(self.score), THRESHOLD_COUNT, THRESHOLD_COUNT - passed)
+
+    @cached_property
+    def by_face(self) -> np.ndarray:
+        return np.argsort(self.face, kind="stable")
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,78 +216,71 @@ def match_predictions(detections: Sequence[np.ndarray], gt: GroundTruth, arithme
 
     ``detections[k] (ndarray[N, 5])`` x y w h score of ``gt.images[k]``, any order.
     """
-    _check_arithmetic(arithmetic)
-    if len(detections) != len(gt.images):
-        raise ValueError(f"{len(detections)} detection arrays for {len(gt.images)} ground-truth images")
-    sorted_dets = [_sorted_detections(np.asarray(d, dtype=np.float64), k) for k, d in enumerate(detections)]
-    all_scores = np.concatenate([d[:, 4] for d in sorted_dets]) if sorted_dets else np.zeros(0)
-    if arithmetic == "matlab" and all_scores.size and np.abs(all_scores).max() > _SINGLE_MAX:
-        raise ValueError("a score exceeds single precision range: MATLAB's normalisation would give inf")
-    norm = normalise_scores(all_scores, arithmetic)
+    return _match_all(detections, gt, (arithmetic,))[arithmetic]
+
+
+def _match_all(detections: Sequence[np.ndarray], gt: GroundTruth, arithmetics: Sequence[str]) -> dict[str, Matches]:
+    """``match_predictions`` for several arithmetics, sharing the sort and the (prediction, face) pairs."""
+    for arithmetic in arithmetics:
+        _check_arithmetic(arithmetic)
+    dets, image = _concat_sorted(detections, gt)
+    face_count = np.array([len(b) for b in gt.boxes], dtype=np.int64)
+    face_start = np.cumsum(face_count) - face_count
+    on_faces = face_count[image] > 0
+    skipped = int(len(dets) - on_faces.sum())
     warnings = []
-    if all_scores.size and np.isnan(norm).all():
-        warnings.append(
-            f"all {all_scores.size} prediction scores are equal ({all_scores[0]!r}): min-max normalisation "
-            "divides 0 by 0 and no prediction passes any threshold (AP 0, as in the official code)"
-        )
-    face_offsets = np.cumsum([0] + [len(b) for b in gt.boxes])
-    scores, overlaps, faces = [], [], []
-    skipped = 0
-    start = 0
-    for k, dets in enumerate(sorted_dets):
-        n = len(dets)
-        image_scores, start = norm[start : start + n], start + n
-        if n == 0:
-            continue
-        faces_k = gt.boxes[k]
-        if len(faces_k) == 0:
-            skipped += n
-            continue
-        if arithmetic == "matlab":
-            overlap = _overlap_matlab(faces_k, dets[:, :4], gt.images[k])
-        else:
-            overlap = _overlap_float64(faces_k, dets[:, :4])
-        best = overlap.argmax(axis=1)  # first maximum, as MATLAB's max
-        scores.append(image_scores)
-        overlaps.append(overlap[np.arange(n), best])
-        faces.append(best + face_offsets[k])
     if skipped:
         warnings.append(f"{skipped} predictions on images without faces are ignored (the official code skips them)")
-    cat = lambda xs, dtype: np.concatenate(xs) if xs else np.zeros(0, dtype)  # noqa: E731
-    return Matches(
-        arithmetic,
-        cat(scores, np.float64),
-        cat(overlaps, np.float64),
-        cat(faces, np.int64),
-        int(face_offsets[-1]),
-        tuple(warnings),
+    raw = dets[:, 4]
+    if "matlab" in arithmetics and raw.size and np.abs(raw).max() > _SINGLE_MAX:
+        raise ValueError("a score exceeds single precision range: MATLAB's normalisation would give inf")
+    if raw.size and raw.min() == raw.max():
+        warnings.append(
+            f"all {raw.size} prediction scores are equal ({raw[0]!r}): min-max normalisation divides 0 by 0 "
+            "and no prediction passes any threshold (AP 0, as in the official code)"
+        )
+    all_faces = np.concatenate([*gt.boxes, np.zeros((0, 4))])
+    if "matlab" in arithmetics and (
+        not np.array_equal(all_faces, np.round(all_faces)) or np.abs(all_faces).max(initial=0) > _COORD_LIMIT
+    ):
+        raise ValueError(
+            "the ground-truth boxes are not int32 pixels (as in the official .mat): use arithmetic='float64'"
+        )
+    best = best_faces(
+        dets[on_faces, :4], face_start[image[on_faces]], face_count[image[on_faces]], all_faces, arithmetics
     )
+    return {
+        a: Matches(a, normalise_scores(raw, a)[on_faces], *best[a], len(all_faces), tuple(warnings))
+        for a in arithmetics
+    }
 
 
-def pr_curve(matches: Matches, gt: GroundTruth, setting: str, iou: float = 0.5) -> PRCurve:
-    """Steps 3-4 for one setting and IoU: proposal and true-positive counts at the 1000 thresholds."""
+def pr_curve(
+    matches: Matches, gt: GroundTruth, setting: str, iou: float = 0.5, counted_faces: np.ndarray | None = None
+) -> PRCurve:
+    """Steps 3-4 for one setting and IoU: proposal and true-positive counts at the 1000 thresholds.
+
+    ``counted_faces``: ``_counted_faces(gt, setting)`` when the caller has it (it is reused across IoUs).
+    """
     if not 0.0 < iou <= 1.0:
         raise ValueError(f"IoU threshold must be in (0, 1], got {iou}")
-    counts = np.zeros(matches.n_faces, dtype=bool)
-    offsets = np.cumsum([0] + [len(b) for b in gt.boxes])
-    counts[np.concatenate([keep + off for keep, off in zip(gt.keep[setting], offsets, strict=False)])] = True
     n_faces = gt.count(setting)
     if n_faces == 0:
         raise ValueError(f"no face counts in setting '{setting}': recall is undefined")
+    counted = (_counted_faces(gt, setting) if counted_faces is None else counted_faces)[matches.face]
     hit = matches.overlap >= iou
-    counted = counts[matches.face]
-    proposal = ~(hit & ~counted)
-    candidates = np.flatnonzero(hit & counted)
-    # A face is found by the first candidate that reaches it (evaluation order = array order).
-    _, first = np.unique(matches.face[candidates], return_index=True)
-    tp = np.zeros(len(matches.face), dtype=bool)
-    tp[candidates[first]] = True
+    proposal = ~hit | counted  # a hit on a face that does not count is dropped
+    # A counted face is found by the first hit that reaches it: walk the predictions grouped by face.
+    order = matches.by_face
+    candidates = order[(hit & counted)[order]]
+    faces = matches.face[candidates]
+    first = candidates[np.r_[True, faces[1:] != faces[:-1]]] if len(candidates) else candidates
     return PRCurve(
         setting,
         float(iou),
         matches.arithmetic,
-        _count_at_thresholds(matches.score[proposal]),
-        _count_at_thresholds(matches.score[tp]),
+        _count_at_thresholds(matches.first_threshold[proposal]),
+        _count_at_thresholds(matches.first_threshold[first]),
         n_faces,
     )
 
@@ -294,16 +300,17 @@ def evaluate(
     The float64 curves of the same settings are always computed too (they cost one more matching pass).
     """
     detections = predictions.detections if isinstance(predictions, Predictions) else tuple(predictions)
-    matches = {arithmetic: match_predictions(detections, gt, arithmetic)}
-    if "float64" not in matches:
-        matches["float64"] = match_predictions(detections, gt, "float64")
-    curves = {s: pr_curve(matches[arithmetic], gt, s, iou) for s in settings}
+    matches = _match_all(detections, gt, (arithmetic,) if arithmetic == "float64" else (arithmetic, "float64"))
+    counted = {s: _counted_faces(gt, s) for s in {*settings, *(("hard",) if challenge else ())} if s in gt.keep}
+    curves = {s: pr_curve(matches[arithmetic], gt, s, iou, counted[s]) for s in settings}
     float_curves = (
-        curves if arithmetic == "float64" else {s: pr_curve(matches["float64"], gt, s, iou) for s in settings}
+        curves
+        if arithmetic == "float64"
+        else {s: pr_curve(matches["float64"], gt, s, iou, counted[s]) for s in settings}
     )
     challenge_ap = {}
     if challenge and "hard" in gt.keep:
-        challenge_ap = {t: pr_curve(matches["float64"], gt, "hard", t).ap for t in CHALLENGE_IOUS}
+        challenge_ap = {t: pr_curve(matches["float64"], gt, "hard", t, counted["hard"]).ap for t in CHALLENGE_IOUS}
     n_dets = [len(d) for d in detections]
     counts = {
         "images": len(gt.images),
@@ -333,77 +340,39 @@ def _check_arithmetic(arithmetic: str) -> None:
         raise ValueError(f"arithmetic must be one of {ARITHMETICS}, got {arithmetic!r}")
 
 
-def _sorted_detections(dets: np.ndarray, k: int) -> np.ndarray:
-    if dets.size == 0:
-        return np.zeros((0, 5))
-    if dets.ndim != 2 or dets.shape[1] != 5:
-        raise ValueError(f"detections of image {k}: expected shape (N, 5) x y w h score, got {dets.shape}")
-    if not np.all(np.isfinite(dets)):
-        raise ValueError(f"detections of image {k}: NaN or infinite values")
-    if np.any(dets[:, 2:4] < 0):
-        raise ValueError(f"detections of image {k}: negative width or height")
-    return dets[np.argsort(-dets[:, 4], kind="stable")]  # MATLAB sort(..., 'descend') keeps ties in order
+def _concat_sorted(detections: Sequence[np.ndarray], gt: GroundTruth) -> tuple[np.ndarray, np.ndarray]:
+    """All detections (P, 5) grouped by image and sorted by descending score within each image (stable, as
+    MATLAB's ``sort(..., 'descend')``), and the image index of each."""
+    if len(detections) != len(gt.images):
+        raise ValueError(f"{len(detections)} detection arrays for {len(gt.images)} ground-truth images")
+    arrays = [np.asarray(d, dtype=np.float64) for d in detections]
+    for k, d in enumerate(arrays):
+        if d.shape[-1:] != (5,) or d.ndim != 2:
+            if d.size:
+                raise ValueError(f"detections of image {k}: expected shape (N, 5) x y w h score, got {d.shape}")
+            arrays[k] = d.reshape(0, 5)
+    dets = np.concatenate([*arrays, np.zeros((0, 5))])
+    image = np.repeat(np.arange(len(arrays)), [len(d) for d in arrays])
+    for problem, bad in (("NaN or infinite values", ~np.isfinite(dets).all(axis=1)),
+                         ("negative width or height", (dets[:, 2] < 0) | (dets[:, 3] < 0))):  # fmt: skip
+        if bad.any():
+            event, stem = gt.images[image[np.argmax(bad)]]
+            raise ValueError(f"detections of {event}/{stem}: {problem}")
+    order = np.lexsort((-dets[:, 4], image))  # lexsort is stable
+    return dets[order], image[order]
 
 
-def _count_at_thresholds(scores: np.ndarray) -> np.ndarray:
-    """How many of ``scores`` are >= each threshold (NaN never is)."""
-    ordered = np.sort(scores[~np.isnan(scores)])
-    return (len(ordered) - np.searchsorted(ordered, THRESHOLDS, side="left")).astype(np.int64)
+def _counted_faces(gt: GroundTruth, setting: str) -> np.ndarray:
+    """Boolean (F,) over the concatenated faces: does the face count in ``setting``?"""
+    sizes = np.array([len(b) for b in gt.boxes], dtype=np.int64)
+    keep = gt.keep[setting]
+    per_image = np.array([len(k) for k in keep], dtype=np.int64)
+    index = np.concatenate([*keep, np.zeros(0, np.int64)]) + np.repeat(np.cumsum(sizes) - sizes, per_image)
+    counted = np.zeros(int(sizes.sum()), dtype=bool)
+    counted[index] = True
+    return counted
 
 
-def _overlap_float64(faces: np.ndarray, preds: np.ndarray) -> np.ndarray:
-    """``boxoverlap.m`` in float64: (preds x faces) IoU with +1 pixel areas, 0 where boxes do not intersect."""
-    fx1, fy1 = faces[:, 0], faces[:, 1]
-    fx2, fy2 = fx1 + faces[:, 2], fy1 + faces[:, 3]
-    px1, py1 = preds[:, 0:1], preds[:, 1:2]
-    px2, py2 = px1 + preds[:, 2:3], py1 + preds[:, 3:4]
-    w = np.minimum(fx2, px2) - np.maximum(fx1, px1) + 1
-    h = np.minimum(fy2, py2) - np.maximum(fy1, py1) + 1
-    inter = w * h
-    face_area = (fx2 - fx1 + 1) * (fy2 - fy1 + 1)
-    pred_area = (px2 - px1 + 1) * (py2 - py1 + 1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        o = inter / ((face_area + pred_area) - inter)
-    o[(w <= 0) | (h <= 0)] = 0.0
-    return o
-
-
-def _overlap_matlab(faces: np.ndarray, preds: np.ndarray, image: tuple[str, str]) -> np.ndarray:
-    """``boxoverlap.m`` as MATLAB evaluates it with int32 faces and double predictions (see module docstring).
-
-    Integers are held in float64 (exact below 2**53); int32 saturation is applied where a product or sum
-    could leave int32's range.
-    """
-    if not np.array_equal(faces, np.round(faces)) or np.abs(faces).max(initial=0) > _COORD_LIMIT:
-        raise ValueError(
-            f"ground truth of {image[0]}/{image[1]} is not int32 pixels (as in the official .mat): "
-            "use arithmetic='float64'"
-        )
-    if max(np.abs(preds[:, :2]).max(), np.abs(preds[:, :2] + preds[:, 2:]).max()) > _COORD_LIMIT:
-        raise ValueError(f"predictions of {image[0]}/{image[1]} exceed +-2**29 pixels")
-    fx1, fy1 = faces[:, 0], faces[:, 1]
-    fx2, fy2 = fx1 + faces[:, 2], fy1 + faces[:, 3]
-    bx1, by1 = preds[:, 0:1], preds[:, 1:2]
-    bx2, by2 = bx1 + preds[:, 2:3], by1 + preds[:, 3:4]
-    # max/min(int32, double) -> int32: the double is rounded half away from zero.
-    w = np.minimum(fx2, _round(bx2)) - np.maximum(fx1, _round(bx1)) + 1
-    h = np.minimum(fy2, _round(by2)) - np.maximum(fy1, _round(by1)) + 1
-    inter = _sat(w * h)
-    face_area = _sat((fx2 - fx1 + 1) * (fy2 - fy1 + 1))
-    pred_area = (bx2 - bx1 + 1) * (by2 - by1 + 1)  # double: the prediction alone
-    union = _sat(_sat(_round(face_area + pred_area)) - inter)  # int32 + double -> int32, then - int32
-    with np.errstate(invalid="ignore", divide="ignore"):
-        o = _round(inter / union)  # int32 ./ int32: rounded quotient; x/0 saturates, 0/0 is 0
-    o = np.where(union == 0, np.sign(inter) * _INT32_MAX, _sat(o))
-    o[(w <= 0) | (h <= 0)] = 0.0
-    return o
-
-
-def _round(x: np.ndarray) -> np.ndarray:
-    """MATLAB ``round``: half away from zero (numpy rounds half to even)."""
-    t = np.trunc(x)
-    return t + np.where(np.abs(x - t) >= 0.5, np.sign(x), 0.0)
-
-
-def _sat(x: np.ndarray) -> np.ndarray:
-    return np.clip(x, _INT32_MIN, _INT32_MAX)
+def _count_at_thresholds(first_threshold: np.ndarray) -> np.ndarray:
+    """How many predictions pass each threshold, from the index of the first one each passes."""
+    return np.cumsum(np.bincount(first_threshold, minlength=THRESHOLD_COUNT + 1)[:THRESHOLD_COUNT])

@@ -1,0 +1,65 @@
+"""``retina widerface-eval``: evaluate a submission folder with the official WIDER FACE protocol."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from retina.errors import RetinaError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pred", required=True, metavar="DIR", help="predictions, <DIR>/<event>/<image>.txt")
+    parser.add_argument(
+        "--gt", required=True, metavar="DIR", help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat"
+    )
+    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the per-setting APs (default 0.5)")
+    parser.add_argument("--out", metavar="DIR", help="write results.json, pr_curves.csv and pr_curves.png here")
+    parser.add_argument(
+        "--missing-as-empty",
+        action="store_true",
+        help="count images without a prediction file as images without detections (else: error)",
+    )
+    parser.add_argument(
+        "--arithmetic",
+        choices=("matlab", "float64"),
+        default="matlab",
+        help="'matlab' (default): exactly what the official MATLAB code computes; 'float64': the protocol in "
+        "float64 (real IoU; the only one in which --iou other than 0.5 changes anything)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from retina.data.widerface import load_ground_truth, read_predictions
+    from retina.eval.report import format_table, write_results
+    from retina.eval.widerface import evaluate
+
+    if not 0.0 < args.iou <= 1.0:
+        raise RetinaError(f"--iou must be in (0, 1], got {args.iou}")
+    if args.arithmetic == "matlab" and args.iou != 0.5:
+        print(
+            "note: in matlab arithmetic the overlap is 0 or 1, so any --iou acts as 0.5; "
+            "use --arithmetic float64 for a real IoU threshold",
+            file=sys.stderr,
+        )
+    start = time.perf_counter()
+    gt = load_ground_truth(args.gt)
+    predictions = read_predictions(args.pred, gt, missing_as_empty=args.missing_as_empty)
+    read_s = time.perf_counter() - start
+    try:
+        result = evaluate(predictions, gt, iou=args.iou, arithmetic=args.arithmetic)
+    except ValueError as exc:  # bad values in the predictions or ground truth
+        raise RetinaError(str(exc)) from exc
+    eval_s = time.perf_counter() - start - read_s
+    if predictions.missing:
+        print(f"note: {len(predictions.missing)} images had no prediction file (counted as empty)", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(format_table(result))
+    if args.out:
+        paths = write_results(
+            args.out, result, args.pred, args.gt, timings_s={"read": round(read_s, 3), "evaluate": round(eval_s, 3)}
+        )
+        print(f"wrote {', '.join(str(p) for p in paths.values())}")
+    return 0

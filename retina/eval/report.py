@@ -1,0 +1,79 @@
+"""An evaluation's outputs: the printed table, ``results.json``, PR curves as CSV and PNG (atomic writes)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+from retina.eval.plots import pr_figure_png
+from retina.eval.widerface import CHALLENGE_IOUS, THRESHOLDS, EvalResult
+from retina.results import provenance, write_bytes, write_json, write_text
+
+
+def results_record(result: EvalResult, predictions: str | os.PathLike[str], ground_truth: str | os.PathLike[str],
+                   **extra: Any) -> dict[str, Any]:  # fmt: skip
+    """The ``results.json`` content: APs at the top level, then counts, protocol and provenance."""
+    return {
+        **result.ap,
+        "hard_map_50_95": result.hard_map_50_95,
+        "iou": result.iou,
+        "arithmetic": result.arithmetic,
+        "ap_float64": {s: c.ap for s, c in result.float64_curves.items()},
+        "hard_ap_by_iou_float64": {f"{t:.2f}": result.challenge_hard_ap[t] for t in result.challenge_hard_ap},
+        "counts": dict(result.counts),
+        "warnings": list(result.warnings),
+        "protocol": result.protocol,
+        "predictions": str(Path(predictions).resolve()),
+        "ground_truth": str(Path(ground_truth).resolve()),
+        "provenance": provenance(**extra),
+    }
+
+
+def curves_csv(result: EvalResult) -> str:
+    """One row per (arithmetic, setting, threshold): counts, precision (empty when NaN) and recall."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["arithmetic", "setting", "iou", "threshold", "proposals", "true_positives", "precision", "recall"])
+    groups = [result.curves]
+    if result.arithmetic != "float64":
+        groups.append(result.float64_curves)
+    for curves in groups:
+        for setting, curve in curves.items():
+            precision, recall = curve.precision, curve.recall
+            for k, threshold in enumerate(THRESHOLDS):
+                p = "" if precision[k] != precision[k] else repr(float(precision[k]))
+                writer.writerow([curve.arithmetic, setting, curve.iou, repr(float(threshold)),
+                                 int(curve.proposals[k]), int(curve.true_positives[k]), p,
+                                 repr(float(recall[k]))])  # fmt: skip
+    return out.getvalue()
+
+
+def write_results(out_dir: str | os.PathLike[str], result: EvalResult, predictions: str | os.PathLike[str],
+                  ground_truth: str | os.PathLike[str], **extra: Any) -> dict[str, Path]:  # fmt: skip
+    """Write ``results.json``, ``pr_curves.csv`` and ``pr_curves.png`` under ``out_dir``; returns their paths."""
+    out_dir = Path(out_dir)
+    paths = {
+        "json": write_json(out_dir / "results.json", results_record(result, predictions, ground_truth, **extra)),
+        "csv": write_text(out_dir / "pr_curves.csv", curves_csv(result)),
+        "png": write_bytes(out_dir / "pr_curves.png", pr_figure_png(result.curves)),
+    }
+    return paths
+
+
+def format_table(result: EvalResult) -> str:
+    """The table the CLI prints."""
+    counts = result.counts
+    lines = [
+        f"WIDER FACE evaluation: IoU {result.iou:g}, {result.arithmetic} arithmetic; "
+        f"{counts['images']} images, {counts['predictions']} predictions",
+        f"{'setting':<8} {'faces':>7} {'AP':>8} {'AP float64':>11}",
+    ]
+    for setting, curve in result.curves.items():
+        lines.append(f"{setting:<8} {curve.n_faces:>7} {curve.ap:>8.4f} {result.float64_curves[setting].ap:>11.4f}")
+    if result.hard_map_50_95 is not None:
+        ious = f"{CHALLENGE_IOUS[0]:.2f}:0.05:{CHALLENGE_IOUS[-1]:.2f}"
+        lines.append(f"hard mAP IoU {ious} (WIDER Challenge 2018, float64): {result.hard_map_50_95:.4f}")
+    return "\n".join(lines)
