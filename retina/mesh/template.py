@@ -29,7 +29,7 @@ from retina.mesh.albedo import DEFAULT_HAIR, region_labels
 
 # Landmark feature coordinates (X, Y) on the front of the face, RetinaFace order (see module docstring).
 LANDMARK_XY = np.array([[-0.29, 0.10], [0.29, 0.10], [0.0, -0.19], [-0.19, -0.44], [0.19, -0.44]])
-HEAD_RADII = (0.75, 1.0, 0.9)  # x, y (crown side), z; the lower half uses JAW_Y_RADIUS for y
+HEAD_RADII = (0.68, 1.0, 0.9)  # x, y (crown side), z; the lower half uses JAW_Y_RADIUS for y
 JAW_Y_RADIUS = 0.85
 # Front-facing bumps: (X centre, Y centre, X sigma, Y sigma, amplitude) in model units; mirrored
 # features list both sides. Amplitudes push along the ellipsoid normal.
@@ -68,6 +68,12 @@ class FaceTemplate:
     coords: np.ndarray
     region: np.ndarray
     landmark_ids: np.ndarray
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """(n_lat, n_lon) of the latitude-longitude grid this template was built with."""
+        n_lon = int(np.sum(self.triangles[:, 0] == 0))  # the bottom pole's fan has one triangle per column
+        return (self.num_vertices - 2) // n_lon, n_lon
 
     @property
     def num_vertices(self) -> int:
@@ -124,9 +130,9 @@ def _surface(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = np.stack([a * d[:, 0], by * d[:, 1], c * d[:, 2]], -1)
     coords = np.stack([p[:, 0], p[:, 1], d[:, 2]], -1)
     # Jaw taper: narrower and shallower towards the chin.
-    taper = 1.0 - 0.2 * _smoothstep(-0.1, -0.85, p[:, 1])
-    p[:, 0] *= taper
-    p[:, 2] *= 1.0 - 0.08 * _smoothstep(-0.1, -0.85, p[:, 1])
+    taper = _smoothstep(0.0, -0.85, p[:, 1])
+    p[:, 0] *= 1.0 - 0.3 * taper
+    p[:, 2] *= 1.0 - 0.08 * taper
     return p, coords
 
 
@@ -164,13 +170,18 @@ def build_template(n_lat: int = 48, n_lon: int = 64) -> FaceTemplate:
     if n_lat < 8 or n_lon < 8:
         raise ValueError(f"template grid too coarse: n_lat={n_lat}, n_lon={n_lon} (need >= 8 each)")
     d = _directions(n_lat, n_lon)
+    # Landmarks: the front vertices nearest to the landmark feature coordinates, moved exactly onto
+    # them (by less than half a grid step) so the albedo's eyes and mouth corners sit on the vertices.
+    _, coords = _surface(d)
+    dist = np.linalg.norm(coords[None, :, :2] - LANDMARK_XY[:, None, :], axis=-1)
+    dist[:, coords[:, 2] < 0.3] = np.inf
+    landmark_ids = np.argmin(dist, axis=1).astype(np.int64)
+    a, b, _ = HEAD_RADII
+    for (x, y), i in zip(LANDMARK_XY, landmark_ids, strict=True):
+        dx, dy = x / a, y / (b if y > 0 else JAW_Y_RADIUS)
+        d[i] = (dx, dy, np.sqrt(1.0 - dx * dx - dy * dy))
     base, coords = _surface(d)
     verts = base + _displacement(coords, d)[:, None] * _normals_of(base)
-    # Landmarks: the front vertices nearest to the landmark feature coordinates.
-    front = coords[:, 2] > 0.3
-    dist = np.linalg.norm(coords[None, :, :2] - LANDMARK_XY[:, None, :], axis=-1)
-    dist[:, ~front] = np.inf
-    landmark_ids = np.argmin(dist, axis=1).astype(np.int64)
     tris = _triangles(n_lat, n_lon)
     region = region_labels(coords, DEFAULT_HAIR)
     _readonly(verts, tris, coords, region, landmark_ids)
