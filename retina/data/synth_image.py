@@ -1,0 +1,273 @@
+"""SynthFace: compose one image (a pure function of config, split, index and seed).
+
+Order of work: background and distractors (heads seen from behind, skin blobs); face sprites rendered
+(:mod:`retina.data.synth_face`) and placed largest first, with limited overlap; then painted smallest
+(farthest) first, each with its body and maybe an occluder, so nearer people hide farther ones; then
+image-wide blur, colour changes, noise and JPEG. The annotations are measured from what was drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from retina.data.synth_config import EVENTS, SPLIT_CODES, SynthCfg, difficulty, wider_attributes
+from retina.data.synth_face import DISTANCE, FaceSprite, render_face
+from retina.data.synth_scene import (
+    OCCLUDERS,
+    background,
+    blur,
+    blur_sigma,
+    draw_body,
+    draw_occluder,
+    skin_blob,
+    to_jpeg,
+)  # fmt: skip
+from retina.mesh.morphable import sample_face_params
+from retina.mesh.template import FaceTemplate, build_template
+
+# Scene kinds: (faces range, size band as fractions of the log face-size range).
+SCENES = ((1, 3, 0.55, 1.0), (4, 15, 0.25, 0.75), (16, 60, 0.0, 0.45), (1, 10, 0.0, 1.0))
+SMALL_FACE_PX = 24.0
+
+
+def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The random generator of one image: independent of how many images or workers there are."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index)]))
+
+
+def image_name(split: str, index: int, kind: int) -> str:
+    """``<event>/<name>.jpg`` in WIDER style, e.g. ``2--Synth_Crowd/2_Synth_Crowd_val_000017.jpg``."""
+    event = EVENTS[kind]
+    return f"{event}/{event.replace('--', '_')}_{split}_{index:06d}.jpg"
+
+
+def _template(face_px: float) -> FaceTemplate:
+    """Level of detail: a coarser grid of the same analytic head for faces under 24 px (same landmark
+    points, a silhouette that differs by far less than a pixel), which halves their rendering cost."""
+    return build_template(24, 32) if face_px < SMALL_FACE_PX else build_template()
+
+
+def _supersample(face_px: float) -> int:
+    # Antialiasing where it matters (small faces); large faces are cheap to alias and costly to supersample.
+    return 3 if face_px < 16 else 2 if face_px < 48 else 1
+
+
+def _paste(img: np.ndarray, sprite: FaceSprite, ox: int, oy: int) -> tuple[slice, slice, slice, slice] | None:
+    """Alpha-composite a sprite at integer offset (ox, oy); returns (image rows, cols, sprite rows, cols)."""
+    h, w = img.shape[:2]
+    sh, sw = sprite.alpha.shape
+    y0, x0, y1, x1 = max(oy, 0), max(ox, 0), min(oy + sh, h), min(ox + sw, w)
+    if y0 >= y1 or x0 >= x1:
+        return None
+    rows, cols = slice(y0, y1), slice(x0, x1)
+    srows, scols = slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox)
+    a = sprite.alpha[srows, scols, None]
+    img[rows, cols] = sprite.color[srows, scols] + (1.0 - a) * img[rows, cols]
+    return rows, cols, srows, scols
+
+
+def _pose(cfg: SynthCfg, rng: np.random.Generator) -> tuple[float, float, float]:
+    """(pitch, yaw, roll) degrees: mostly near frontal, a fifth uniform over the whole yaw range."""
+    yaw = rng.uniform(-1, 1) * cfg.max_yaw_deg if rng.uniform() < 0.2 else rng.normal(0, 30)
+    pitch, roll = rng.normal(0, 10), rng.normal(0, 9)
+    return (float(np.clip(pitch, -cfg.max_pitch_deg, cfg.max_pitch_deg)),
+            float(np.clip(yaw, -cfg.max_yaw_deg, cfg.max_yaw_deg)),
+            float(np.clip(roll, -cfg.max_roll_deg, cfg.max_roll_deg)))  # fmt: skip
+
+
+def _light(rng: np.random.Generator, scene_dir: np.ndarray) -> np.ndarray:
+    """Light (9,) in a face's camera frame: the scene's direction, jittered; ~10% extreme."""
+    d = scene_dir + rng.normal(0, 0.15, 3)
+    d /= np.linalg.norm(d)
+    intensity, ambient = rng.uniform(0.45, 0.95), rng.uniform(0.2, 0.55)
+    if rng.uniform() < 0.1:
+        intensity, ambient = (0.2, 0.12) if rng.uniform() < 0.5 else (1.4, 0.1)
+    tint = 1.0 + rng.normal(0, 0.06, 3)
+    return np.concatenate([np.array([0.0, 0.0, DISTANCE]) + 10.0 * d, intensity * tint, ambient * tint])
+
+
+def _face_blur(cfg: SynthCfg, rng: np.random.Generator, face_px: float) -> tuple[float, float, float]:
+    if rng.uniform() >= cfg.p_face_blur:
+        return 0.0, 0.0, 0.0
+    if rng.uniform() < 0.5:
+        return float(face_px * rng.uniform(0.01, 0.08)), 0.0, 0.0
+    return 0.0, float(face_px * rng.uniform(0.05, 0.3)), float(rng.uniform(0, math.pi))
+
+
+def _covered(box: np.ndarray, regions: list[np.ndarray]) -> float:
+    """Fraction of box (x0 y0 x1 y1) area under the union bound of regions (sum of intersections)."""
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+    total = 0.0
+    for r in regions:
+        iw = min(box[2], r[2]) - max(box[0], r[0])
+        ih = min(box[3], r[3]) - max(box[1], r[1])
+        total += max(iw, 0.0) * max(ih, 0.0)
+    return total / area
+
+
+def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[bytes, dict[str, Any]]:
+    """JPEG bytes and the metadata record of image ``index`` of a split (see ``retina.data.synth``)."""
+    rng = image_rng(seed, split, index)
+    h, w = int(rng.integers(cfg.height_range[0], cfg.height_range[1] + 1)), cfg.width
+    kind = int(rng.choice(len(EVENTS), p=np.asarray(cfg.scene_weights) / sum(cfg.scene_weights)))
+    n_lo, n_hi, b_lo, b_hi = SCENES[kind]
+    n_faces = int(np.clip(rng.integers(n_lo, n_hi + 1), *cfg.faces_range))
+    log_lo, log_hi = (math.log(v) for v in cfg.face_px_range)
+    band = (log_lo + b_lo * (log_hi - log_lo), log_lo + b_hi * (log_hi - log_lo))
+
+    img = background(rng, h, w)
+    n_blobs = int(rng.integers(cfg.distractors_range[0], cfg.distractors_range[1] + 1))
+    for _ in range(n_blobs):
+        skin_blob(img, rng)
+    scene_dir = np.array([rng.uniform(-1, 1), rng.uniform(-1, -0.1), rng.uniform(-1, -0.2)])
+    n_back = int(rng.integers(cfg.back_heads_range[0], cfg.back_heads_range[1] + 1))
+    for _ in range(n_back):  # people facing away: heads that are not faces
+        px = math.exp(rng.uniform(*band))
+        pose = (rng.normal(0, 0.15), math.pi + rng.uniform(-0.35, 0.35), rng.normal(0, 0.15))
+        sprite = render_face(_template(px), sample_face_params(rng), pose, px, _light(rng, scene_dir), _supersample(px))
+        _paste(img, sprite, int(rng.integers(-20, w)), int(rng.integers(-20, h)))
+
+    faces = []
+    for _ in range(n_faces):
+        face_px = math.exp(rng.uniform(*band))
+        faces.append({
+            "target_px": face_px, "pose": _pose(cfg, rng), "params": sample_face_params(rng),
+            "light": _light(rng, scene_dir), "blur": _face_blur(cfg, rng, face_px),
+            "occluder": OCCLUDERS[int(rng.integers(len(OCCLUDERS)))] if rng.uniform() < cfg.p_occluder else None,
+            "body": bool(rng.uniform() < cfg.p_body),
+        })  # fmt: skip
+    faces.sort(key=lambda f: -f["target_px"])
+    placed: list[dict[str, Any]] = []
+    regions: list[np.ndarray] = []
+    for f in faces:
+        pose_rad = tuple(math.radians(a) for a in f["pose"])
+        px = f["target_px"]
+        sprite = render_face(_template(px), f["params"], pose_rad, px, f["light"], _supersample(px))
+        if not np.all(np.isfinite(sprite.box)):
+            continue
+        centre = (sprite.box[:2] + sprite.box[2:]) / 2
+        size = sprite.box[3] - sprite.box[1]
+        for _ in range(30):
+            if kind == 2:  # crowds: smaller (farther) faces higher up in the picture
+                depth = (math.log(f["target_px"]) - band[0]) / max(band[1] - band[0], 1e-9)
+                target = np.array([rng.uniform(0, w), h * np.clip(0.1 + 0.8 * depth + rng.normal(0, 0.08), 0, 1)])
+            else:
+                target = np.array([rng.uniform(0, w), rng.uniform(0.05 * h, 0.95 * h)])
+            offset = np.round(target - centre).astype(int)
+            box = sprite.box + np.tile(offset, 2)
+            inside = np.clip(box, 0, [w, h, w, h])
+            in_frac = (
+                (inside[2] - inside[0]) * (inside[3] - inside[1]) / max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+            )
+            if in_frac >= 0.7 and _covered(box, regions) <= 0.4:
+                break
+        else:
+            if placed:  # no room: drop this face (the first, largest one always goes in)
+                continue
+        placed.append({**f, "sprite": sprite, "offset": offset})
+        sh, sw = sprite.alpha.shape
+        regions.append(np.array([offset[0], offset[1], offset[0] + sw, offset[1] + sh], float))
+        if f["body"]:
+            regions.append(np.array([box[0] - 0.8 * size, box[3] + 0.2 * size, box[2] + 0.8 * size, box[3] + 3 * size]))
+
+    owner = np.full((h, w), -1, np.int32)
+    placed.reverse()  # smallest (farthest) first
+    for k, f in enumerate(placed):
+        sprite, (ox, oy) = f["sprite"], f["offset"]
+        box = sprite.box + np.array([ox, oy, ox, oy])
+        if f["body"]:
+            draw_body(img, owner, k, box, math.radians(f["pose"][2]), rng, f["params"].colors.skin)
+        gs, ml, ma = f["blur"]
+        if gs > 0 or ml > 0:
+            pad = math.ceil(3 * gs + ml) + 1
+            color = blur(np.pad(sprite.color, ((pad, pad), (pad, pad), (0, 0))), gs, ml, ma)
+            alpha = blur(np.pad(sprite.alpha, pad), gs, ml, ma)
+            sprite_b = FaceSprite(color, alpha, sprite.face_alpha, sprite.box, sprite.landmarks,
+                                  sprite.landmark_visible, sprite.focal, sprite.principal)  # fmt: skip
+            _paste(img, sprite_b, ox - pad, oy - pad)
+        else:
+            _paste(img, sprite, ox, oy)
+        _own(owner, sprite.alpha > 0.5, ox, oy, k)
+        if f["occluder"] is not None:
+            draw_occluder(img, owner, f["occluder"], box, sprite.landmarks + np.array([ox, oy]), rng)
+
+    # Image-wide effects: camera blur, exposure and colour, sensor noise, JPEG.
+    image_blur = (0.0, 0.0, 0.0)
+    if rng.uniform() < cfg.p_image_blur:
+        image_blur = ((float(rng.uniform(0.5, 1.8)), 0.0, 0.0) if rng.uniform() < 0.5
+                      else (0.0, float(rng.uniform(3, 10)), float(rng.uniform(0, math.pi))))  # fmt: skip
+        img = blur(img, *image_blur)
+    contrast, bright = rng.uniform(0.8, 1.15), rng.uniform(-0.08, 0.08)
+    img = (img - 0.5) * contrast + 0.5 + bright + rng.normal(0, 0.02, 3).astype(np.float32)
+    noise = float(rng.uniform(*cfg.noise_sigma_range))
+    img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise / 255.0)
+    quality = int(rng.integers(cfg.jpeg_quality_range[0], cfg.jpeg_quality_range[1] + 1))
+    records = [_face_record(f, k, owner, image_blur) for k, f in enumerate(placed)]
+    meta = {
+        "path": image_name(split, index, kind), "event": EVENTS[kind], "index": index, "width": w, "height": h,
+        "seed": [int(seed), SPLIT_CODES[split], index],
+        "scene": {"distractor_blobs": n_blobs, "back_heads": n_back, "noise_sigma": round(noise, 4),
+                  "jpeg_quality": quality, "image_blur": _blur_dict(*image_blur),
+                  "contrast": round(float(contrast), 4), "brightness": round(float(bright), 4)},
+        "faces": records,
+    }  # fmt: skip
+    return to_jpeg(img, quality), meta
+
+
+def _own(owner: np.ndarray, mask: np.ndarray, ox: int, oy: int, k: int) -> None:
+    h, w = owner.shape
+    sh, sw = mask.shape
+    y0, x0, y1, x1 = max(oy, 0), max(ox, 0), min(oy + sh, h), min(ox + sw, w)
+    if y0 < y1 and x0 < x1:
+        view = owner[y0:y1, x0:x1]
+        view[mask[y0 - oy : y1 - oy, x0 - ox : x1 - ox]] = k
+
+
+def _blur_dict(gaussian: float, motion: float, angle: float) -> dict[str, float]:
+    return {"gaussian_sigma": round(gaussian, 4), "motion_length": round(motion, 4),
+            "motion_angle_deg": round(math.degrees(angle), 2)}  # fmt: skip
+
+
+def _face_record(f: dict[str, Any], k: int, owner: np.ndarray, image_blur: tuple[float, float, float]) -> dict:
+    """Annotations of a painted face, measured on the final owner map."""
+    sprite, (ox, oy) = f["sprite"], f["offset"]
+    h, w = owner.shape
+    zone = sprite.face_alpha > 0.5
+    ys, xs = np.nonzero(zone)
+    ys, xs = ys + oy, xs + ox
+    inside = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+    total = max(len(ys), 1)
+    visible = int(np.sum(owner[ys[inside], xs[inside]] == k))
+    occlusion, truncation = 1.0 - visible / total, 1.0 - int(inside.sum()) / total
+    x0, y0, x1, y1 = sprite.box + np.array([ox, oy, ox, oy])
+    bx0, by0 = math.floor(max(x0, 0.0)), math.floor(max(y0, 0.0))
+    bx1, by1 = math.ceil(min(x1, w)), math.ceil(min(y1, h))
+    box = [bx0, by0, bx1 - bx0, by1 - by0]
+    lms = np.round(sprite.landmarks + np.array([ox, oy]), 2)
+    flags = []
+    for (lx, ly), self_visible in zip(lms, sprite.landmark_visible, strict=True):
+        i, j = math.floor(ly), math.floor(lx)
+        seen = bool(self_visible) and 0 <= i < h and 0 <= j < w and owner[i, j] == k
+        flags.append(0.0 if seen else 1.0)
+    sigma = math.hypot(blur_sigma(*f["blur"][:2]), blur_sigma(*image_blur[:2]))
+    blur_rel = sigma / max(box[3], 1)
+    pitch, yaw, roll = f["pose"]
+    level = difficulty(box[3], occlusion, blur_rel, yaw, pitch)
+    light = f["light"]
+    params = f["params"]
+    return {
+        "box": box, "landmarks": lms.tolist(), "landmark_flags": flags, "quality": round(1.0 - occlusion, 3),
+        "difficulty": level, "size_px": box[3], "target_px": round(f["target_px"], 3),
+        "occlusion": round(occlusion, 4), "truncation": round(truncation, 4), "occluder": f["occluder"],
+        "pose_deg": {"pitch": round(pitch, 3), "yaw": round(yaw, 3), "roll": round(roll, 3)},
+        "blur": {**_blur_dict(*f["blur"]), "effective_sigma": round(sigma, 4), "relative": round(blur_rel, 5)},
+        "attributes": wider_attributes(level, occlusion, blur_rel, max(params.expression), yaw, pitch, roll,
+                                       float(np.mean(light[3:6]) + np.mean(light[6:9]))),
+        "model": params.to_dict(), "template_grid": list(_template(f["target_px"]).grid),
+        "camera": {"translation": [0.0, 0.0, DISTANCE], "rotation_rad": [math.radians(a) for a in f["pose"]],
+                   "focal_px": sprite.focal, "principal_px": (sprite.principal + np.array([ox, oy])).tolist()},
+        "light": {"position": light[0:3].tolist(), "color": light[3:6].tolist(), "ambient": light[6:9].tolist()},
+    }  # fmt: skip
