@@ -12,13 +12,16 @@ from retina.models.fpn import FPN
 
 
 def build_detector(cfg: DetectorCfg) -> RetinaFace:
-    """A randomly initialised detector for ``cfg`` (load weights with ``retina.checkpoint``)."""
-    if cfg.neck.dcn:
-        raise NotImplementedError("deformable convolution (neck.dcn=True) is not wired up yet (issue 7)")
+    """A randomly initialised detector for ``cfg`` (load weights with ``retina.checkpoint``).
+
+    ``cfg.neck.dcn``: the FPN merge convs and the five context-module convs become DCNv2, starting as the
+    plain convs (see ``retina.models.dcn``); with it False the modules and parameter names are the plain ones.
+    """
     backbone = build_backbone(cfg.backbone.name, cfg.backbone.stages)
     levels = len(cfg.priors.strides)
-    fpn = FPN(backbone.channels, cfg.neck.channels, cfg.neck.leaky, cfg.neck.extra_levels)
+    neck = cfg.neck
+    fpn = FPN(backbone.channels, neck.channels, neck.leaky, neck.extra_levels, dcn=neck.dcn)
     contexts = nn.ModuleList(
-        ContextModule(cfg.neck.channels, cfg.neck.leaky) if cfg.neck.context else nn.Identity() for _ in range(levels)
+        ContextModule(neck.channels, neck.leaky, dcn=neck.dcn) if neck.context else nn.Identity() for _ in range(levels)
     )
     return RetinaFace(backbone, fpn, contexts, cfg.neck.channels, cfg.priors.anchors_per_location, cfg.head.shared)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from retina.models.dcn import ModulatedDeformConv2d
+
 
 def activation(leaky: float) -> nn.Module:
     """LeakyReLU with the given negative slope, or ReLU when it is 0."""
@@ -11,7 +13,11 @@ def activation(leaky: float) -> nn.Module:
 
 
 class ConvBNAct(nn.Sequential):
-    """conv (no bias) -> BatchNorm -> activation (``act=None``: no activation). Children: conv, bn[, act]."""
+    """conv (no bias) -> BatchNorm -> activation (``act=None``: no activation). Children: conv, bn[, act].
+
+    ``deformable=True`` makes ``conv`` a :class:`ModulatedDeformConv2d` (DCNv2, starting as the plain conv);
+    the child names stay the same, the conv gains the parameters ``conv.offset_mask.{weight,bias}``.
+    """
 
     def __init__(
         self,
@@ -21,11 +27,11 @@ class ConvBNAct(nn.Sequential):
         stride: int = 1,
         groups: int = 1,
         act: float | None = 0.0,
+        deformable: bool = False,
     ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(
-            in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False
-        )
+        conv = ModulatedDeformConv2d if deformable else nn.Conv2d
+        self.conv = conv(in_channels, out_channels, kernel_size, stride, kernel_size // 2, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(out_channels)
         if act is not None:
             self.act = activation(act)
