@@ -123,6 +123,7 @@ def test_official_ground_truth_counts() -> None:
     assert gt.attributes["blur"][0].shape == (126,)
 
 
+@pytest.mark.slow  # writes four compressed .mat files of the full val set (3-7 s)
 def test_write_ground_truth_mirrors_official_structure(tmp_path: Path) -> None:
     official = shared_file("widerface/ground_truth")
     gt = load_ground_truth(official)
