@@ -17,6 +17,7 @@ from retina.errors import RetinaError
 # command name -> (module under retina.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detect", "detect faces in images and write JSON + annotated pictures"),
+    "export-onnx": ("export_onnx", "export a detector to ONNX (dynamic input size) for ONNX Runtime"),
     "widerface-eval": ("widerface_eval", "evaluate predictions with the official WIDER FACE protocol"),
     "synth": ("synth", "generate a SynthFace split in the WIDER FACE layouts"),
     "train": ("train", "train a detector (one process, or many under torchrun)"),
