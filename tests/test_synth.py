@@ -30,8 +30,11 @@ def split(tmp_path_factory) -> Path:
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != "synth.json"}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "synth.json"
+    }
 
 
 def test_layout_and_synthetic_label(split):
@@ -107,11 +110,17 @@ def test_landmarks_reproject_from_the_recorded_model_and_camera(split):
             template = build_template(*f["template_grid"])
             verts = torch.from_numpy(face_shape(template, FaceParams.from_dict(f["model"])))[None]
             cam = f["camera"]
-            pts = model_to_camera(verts, torch.tensor([cam["rotation_rad"]], dtype=torch.float64),
-                                  torch.tensor([cam["translation"]], dtype=torch.float64))  # fmt: skip
+            pts = model_to_camera(
+                verts,
+                torch.tensor([cam["rotation_rad"]], dtype=torch.float64),
+                torch.tensor([cam["translation"]], dtype=torch.float64),
+            )
             ids = torch.from_numpy(np.array(template.landmark_ids))
-            lm = project(pts[:, ids], torch.tensor([cam["focal_px"]], dtype=torch.float64),
-                         torch.tensor([cam["principal_px"]], dtype=torch.float64))[0].numpy()  # fmt: skip
+            lm = project(
+                pts[:, ids],
+                torch.tensor([cam["focal_px"]], dtype=torch.float64),
+                torch.tensor([cam["principal_px"]], dtype=torch.float64),
+            )[0].numpy()
             np.testing.assert_allclose(lm, f["landmarks"], atol=0.006)
 
 

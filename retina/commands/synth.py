@@ -33,13 +33,16 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise RetinaError(f"--workers must be >= 1, got {args.workers}")
     start = time.perf_counter()
-    out = generate_split(args.out, PRESETS[args.preset], args.split, args.images, args.seed, args.workers,
-                         args.overwrite)  # fmt: skip
+    out = generate_split(
+        args.out, PRESETS[args.preset], args.split, args.images, args.seed, args.workers, args.overwrite
+    )
     info = json.loads((out / "synth.json").read_text())
     counts = info["counts"]
-    print(f"SynthFace (synthetic data) {args.split}: {info['n_images']} images, {info['n_faces']} faces "
-          f"(easy {counts['easy']}, medium {counts['medium']}, hard {counts['hard']}, ignored {counts['ignored']}) "
-          f"-> {out} in {time.perf_counter() - start:.1f} s")  # fmt: skip
+    print(
+        f"SynthFace (synthetic data) {args.split}: {info['n_images']} images, {info['n_faces']} faces "
+        f"(easy {counts['easy']}, medium {counts['medium']}, hard {counts['hard']}, ignored {counts['ignored']}) "
+        f"-> {out} in {time.perf_counter() - start:.1f} s"
+    )
     if args.contact_sheet is not None:
         from retina.data.synth_sheet import contact_sheet
 

@@ -45,7 +45,7 @@ from retina.data.synth_config import (
     SYNTH_VERSION,
     SynthCfg,
     settings_of,
-)  # fmt: skip
+)
 from retina.data.synth_image import compose_image
 from retina.data.widerface import (
     ATTRIBUTES,
@@ -166,8 +166,13 @@ def generate_split(
 def _write_annotations(root: Path, cfg: SynthCfg, split: str, n: int, seed: int, metas: list[dict]) -> None:
     metas = sorted(metas, key=lambda m: (EVENTS.index(m["event"]), m["index"]))
     write_retinaface_labels(root / "label.txt", [_labeled(m) for m in metas], with_landmarks=True)
-    keep = {s: [np.array([k for k, f in enumerate(m["faces"]) if s in settings_of(f["difficulty"])], np.int64)
-                for m in metas] for s in SETTINGS}  # fmt: skip
+    keep = {
+        s: [
+            np.array([k for k, f in enumerate(m["faces"]) if s in settings_of(f["difficulty"])], np.int64)
+            for m in metas
+        ]
+        for s in SETTINGS
+    }
     gt = ground_truth_from_boxes([(m["path"], _labeled(m).boxes) for m in metas], keep)
     attrs = {a: tuple(np.array([f["attributes"][a] for f in m["faces"]], np.uint8) for m in metas) for a in ATTRIBUTES}
     gt = type(gt)(gt.events, gt.images, gt.boxes, gt.keep, attrs)
@@ -177,14 +182,24 @@ def _write_annotations(root: Path, cfg: SynthCfg, split: str, n: int, seed: int,
     write_text(root / "meta.jsonl", "".join(json.dumps(m, sort_keys=True) + "\n" for m in metas))
     faces = [f for m in metas for f in m["faces"]]
     counts = {s: gt.count(s) for s in SETTINGS}
-    write_json(root / "synth.json", {
-        "dataset": "SynthFace", "synthetic": True,
-        "description": "synthetic data: procedurally rendered faces (retina.data.synth), not photographs",
-        "version": SYNTH_VERSION, "split": split, "seed": seed, "n_images": n, "n_faces": len(faces),
-        "counts": {**counts, "ignored": sum(f["difficulty"] is None for f in faces)},
-        "config": cfg.to_dict(), "difficulty_rule": DIFFICULTY_RULE, "landmarks": LANDMARK_CONVENTION,
-        "provenance": provenance(generator="retina.data.synth.generate_split"),
-    })  # fmt: skip
+    write_json(
+        root / "synth.json",
+        {
+            "dataset": "SynthFace",
+            "synthetic": True,
+            "description": "synthetic data: procedurally rendered faces (retina.data.synth), not photographs",
+            "version": SYNTH_VERSION,
+            "split": split,
+            "seed": seed,
+            "n_images": n,
+            "n_faces": len(faces),
+            "counts": {**counts, "ignored": sum(f["difficulty"] is None for f in faces)},
+            "config": cfg.to_dict(),
+            "difficulty_rule": DIFFICULTY_RULE,
+            "landmarks": LANDMARK_CONVENTION,
+            "provenance": provenance(generator="retina.data.synth.generate_split"),
+        },
+    )
 
 
 def _fix_mat_header(path: Path) -> None:

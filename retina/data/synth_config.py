@@ -56,8 +56,15 @@ class SynthCfg:
 
         if not 32 <= self.width <= 4096:
             raise bad(f"width {self.width} outside [32, 4096]")
-        for name in ("height_range", "face_px_range", "faces_range", "distractors_range", "back_heads_range",
-                     "noise_sigma_range", "jpeg_quality_range"):  # fmt: skip
+        for name in (
+            "height_range",
+            "face_px_range",
+            "faces_range",
+            "distractors_range",
+            "back_heads_range",
+            "noise_sigma_range",
+            "jpeg_quality_range",
+        ):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
                 raise bad(f"{name} must satisfy 0 <= low <= high, got {(lo, hi)}")
@@ -84,16 +91,27 @@ class SynthCfg:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-PRESETS: MappingProxyType[str, SynthCfg] = MappingProxyType({
-    # The suite's default pair: 640-wide images, faces 8-300 px for anchors 16..512 at 640x640 input.
-    "default": SynthCfg(),
-    # WIDER-like geometry: 1024 wide, taller images, faces 6-400 px.
-    "wider": SynthCfg(width=1024, height_range=(600, 1400), face_px_range=(6.0, 400.0), train_images=3000,
-                      val_images=500),
-    # A handful of small images for tests.
-    "tiny": SynthCfg(width=160, height_range=(120, 200), face_px_range=(10.0, 60.0), faces_range=(1, 4),
-                     distractors_range=(0, 3), back_heads_range=(0, 1), train_images=4, val_images=3),
-})  # fmt: skip
+PRESETS: MappingProxyType[str, SynthCfg] = MappingProxyType(
+    {
+        # The suite's default pair: 640-wide images, faces 8-300 px for anchors 16..512 at 640x640 input.
+        "default": SynthCfg(),
+        # WIDER-like geometry: 1024 wide, taller images, faces 6-400 px.
+        "wider": SynthCfg(
+            width=1024, height_range=(600, 1400), face_px_range=(6.0, 400.0), train_images=3000, val_images=500
+        ),
+        # A handful of small images for tests.
+        "tiny": SynthCfg(
+            width=160,
+            height_range=(120, 200),
+            face_px_range=(10.0, 60.0),
+            faces_range=(1, 4),
+            distractors_range=(0, 3),
+            back_heads_range=(0, 1),
+            train_images=4,
+            val_images=3,
+        ),
+    }
+)
 
 
 def difficulty(height: float, occlusion: float, blur_rel: float, yaw_deg: float, pitch_deg: float) -> str | None:
@@ -113,9 +131,15 @@ def settings_of(level: str | None) -> tuple[str, ...]:
 
 
 def wider_attributes(
-    level: str | None, occlusion: float, blur_rel: float, expression: float, yaw: float, pitch: float, roll: float,
+    level: str | None,
+    occlusion: float,
+    blur_rel: float,
+    expression: float,
+    yaw: float,
+    pitch: float,
+    roll: float,
     light_level: float,
-) -> dict[str, int]:  # fmt: skip
+) -> dict[str, int]:
     """WIDER FACE's per-face labels (the official .mat ``*_label_list``) derived from exact values.
 
     blur 0 clear / 1 normal / 2 heavy (relative blur <= 0.03, <= 0.08, more); occlusion 0 none / 1 partial /

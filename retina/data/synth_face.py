@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -25,11 +26,13 @@ import torch
 from retina.mesh.albedo import albedo_at, face_zone
 from retina.mesh.morphable import EXPRESSION_NAMES, FaceParams, face_shape, vertex_tint
 from retina.mesh.template import FaceTemplate
-from retina.render import interpolate, lambertian, model_to_camera, perspective, project, rasterize
+from retina.render import lambertian, model_to_camera, perspective, project, rasterize
 from retina.render.light import vertex_normals
 
 DISTANCE = 12.0  # camera to head centre, model units (the head is ~2 units tall): mild perspective
 FACE_HEIGHT_UNITS = 1.33  # frontal face-zone height (chin to mid forehead) of the mean template
+ATLAS_WIDTH = 1024  # super-resolution pixels per atlas row (wider when one canvas is wider)
+ATLAS_PIXELS = 1 << 21  # canvases per rasterizer call, in super-resolution pixels (bounds its memory)
 SELF_OCCLUSION_TOL = 0.12  # model units (~ half a nose width): silhouette points stay visible
 
 
@@ -61,83 +64,208 @@ def _tensor(a: np.ndarray) -> torch.Tensor:
 @functools.lru_cache(maxsize=4)
 def _template_tensors(template: FaceTemplate) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(triangles int64, feature coordinates float32, landmark ids int64) as torch tensors."""
-    return (torch.from_numpy(np.array(template.triangles)), _tensor(template.coords),
-            torch.from_numpy(np.array(template.landmark_ids)))  # fmt: skip
+    return (
+        torch.from_numpy(np.array(template.triangles)),
+        _tensor(template.coords),
+        torch.from_numpy(np.array(template.landmark_ids)),
+    )
 
 
-def render_face(
-    template: FaceTemplate,
-    params: FaceParams,
-    pose_rad: tuple[float, float, float],
-    face_px: float,
-    light: np.ndarray,
-    supersample: int = 2,
-) -> FaceSprite:
-    """Render a face whose frontal face box would be ``face_px`` pixels tall.
+@dataclass(frozen=True, eq=False)
+class FaceSpec:
+    """One face to render: its frontal face box would be ``face_px`` pixels tall.
 
     pose_rad: (pitch, yaw, roll) radians, conventions of :mod:`retina.render.camera`; light
     (ndarray[9]): point-light position (camera frame, model units; the head centre is at
-    ``(0, 0, DISTANCE)``), light colour, ambient colour.
+    ``(0, 0, DISTANCE)``), light colour, ambient colour; supersample: render this many times larger.
     """
-    s = int(supersample)
-    focal = face_px * s * DISTANCE / FACE_HEIGHT_UNITS
-    verts = _tensor(face_shape(template, params))[None]
-    pts = model_to_camera(verts, _tensor(np.asarray(pose_rad))[None], _tensor(np.array([0.0, 0.0, DISTANCE]))[None])
-    # Canvas: the projected head plus a margin, in whole low-resolution pixels.
-    uv = project(pts, torch.tensor([focal]), torch.zeros(1, 2))[0].numpy().astype(np.float64)
-    lo = np.floor(uv.min(0) / s) - 2
-    hi = np.ceil(uv.max(0) / s) + 2
-    w, h = int(hi[0] - lo[0]), int(hi[1] - lo[1])
-    principal = -lo * s  # super-resolution pixels
-    tris, coords_t, lm_ids = _template_tensors(template)
-    normals = vertex_normals(pts, tris)
-    # Back-face culling (the z-buffer would hide them anyway; this halves the work).
-    v = pts[0]
-    tri_n = torch.cross(v[tris[:, 1]] - v[tris[:, 0]], v[tris[:, 2]] - v[tris[:, 0]], dim=-1)
-    tris = tris[(tri_n * v[tris].mean(1)).sum(-1) < 0]
-    clip = perspective(pts, torch.tensor([focal]), (h * s, w * s), _tensor(principal)[None],
-                       DISTANCE - 3.0, DISTANCE + 3.0)  # fmt: skip
-    raster = rasterize(clip, tris, (h * s, w * s))
-    tint = _tensor(vertex_tint(template, params))[None]
-    attrs = torch.cat([coords_t[None], normals, pts, tint], -1)
-    pix = interpolate(attrs, raster, tris)[0]  # (H, W, 12)
-    mask = raster.tri_id[0] >= 0
-    rows, cols = np.nonzero(mask.numpy())
-    px = pix[mask]  # (N, 12) covered pixels, row-major order
+
+    template: FaceTemplate
+    params: FaceParams
+    pose_rad: tuple[float, float, float]
+    face_px: float
+    light: np.ndarray
+    supersample: int = 2
+
+
+@dataclass(frozen=True)
+class _Canvas:
+    """A face's canvas: low-resolution size (h, w), supersampling s, focal and principal point in
+    super-resolution pixels, and its top-left corner (x, y) in the atlas (super-resolution pixels)."""
+
+    h: int
+    w: int
+    s: int
+    focal: float
+    principal: np.ndarray
+    x: int = 0
+    y: int = 0
+
+
+def render_face(spec: FaceSpec) -> FaceSprite:
+    """Render one face (see :func:`render_faces`)."""
+    return render_faces([spec])[0]
+
+
+def render_faces(specs: Sequence[FaceSpec]) -> list[FaceSprite]:
+    """Render faces, each into its own canvas. The canvases are packed into shared atlases of at most
+    ``ATLAS_PIXELS`` so that one rasterizer call serves many faces (per-call overhead dominates the cost
+    of a small face). The packing is a function of the specs alone, so the result is deterministic."""
+    pts, normals = _camera_geometry(specs)
+    canvases = [_canvas(spec, p) for spec, p in zip(specs, pts, strict=True)]
+    sprites: dict[int, FaceSprite] = {}
+    order = sorted(range(len(specs)), key=lambda i: (-canvases[i].h * canvases[i].s, i))  # tallest first
+    chunks: list[list[int]] = [[]]
+    area = 0
+    for i in order:
+        a = canvases[i].h * canvases[i].w * canvases[i].s ** 2
+        if chunks[-1] and area + a > ATLAS_PIXELS:
+            chunks.append([])
+            area = 0
+        chunks[-1].append(i)
+        area += a
+    for chunk in chunks:
+        if chunk:
+            out = _render_atlas(
+                [specs[i] for i in chunk],
+                [pts[i] for i in chunk],
+                [normals[i] for i in chunk],
+                [canvases[i] for i in chunk],
+            )
+            sprites.update(zip(chunk, out, strict=True))
+    return [sprites[i] for i in range(len(specs))]
+
+
+def _camera_geometry(specs: Sequence[FaceSpec]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Camera-frame vertices and normals (V, 3) of each face, batched over faces sharing a template."""
+    pts: list[torch.Tensor] = [torch.empty(0)] * len(specs)
+    normals = list(pts)
+    groups: dict[int, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(id(spec.template), []).append(i)
+    for idx in groups.values():
+        template = specs[idx[0]].template
+        verts = _tensor(np.stack([face_shape(template, specs[i].params) for i in idx]))
+        rot = _tensor(np.array([specs[i].pose_rad for i in idx]))
+        p = model_to_camera(verts, rot, torch.tensor([[0.0, 0.0, DISTANCE]]).expand(len(idx), 3))
+        n = vertex_normals(p, _template_tensors(template)[0])
+        for k, i in enumerate(idx):
+            pts[i], normals[i] = p[k], n[k]
+    return pts, normals
+
+
+def _canvas(spec: FaceSpec, pts: torch.Tensor) -> _Canvas:
+    """The projected head plus a 2-pixel margin, in whole low-resolution pixels."""
+    s = int(spec.supersample)
+    focal = spec.face_px * s * DISTANCE / FACE_HEIGHT_UNITS
+    uv = (focal * pts[:, :2] / pts[:, 2:]).double().numpy()
+    lo, hi = np.floor(uv.min(0) / s) - 2, np.ceil(uv.max(0) / s) + 2
+    return _Canvas(h=int(hi[1] - lo[1]), w=int(hi[0] - lo[0]), s=s, focal=focal, principal=-lo * s)
+
+
+def _pack(canvases: list[_Canvas]) -> tuple[list[_Canvas], int, int]:
+    """Shelf-pack canvases (given tallest first) into rows; returns placed canvases and atlas (H, W)."""
+    width = max([ATLAS_WIDTH] + [c.w * c.s for c in canvases])
+    placed, x, y, row = [], 0, 0, 0
+    for c in canvases:
+        cw, ch = c.w * c.s, c.h * c.s
+        if x + cw > width:
+            x, y, row = 0, y + row, 0
+        placed.append(replace(c, x=x, y=y))
+        x, row = x + cw, max(row, ch)
+    return placed, y + row, width
+
+
+def _render_atlas(
+    specs: list[FaceSpec], pts: list[torch.Tensor], normals: list[torch.Tensor], canvases: list[_Canvas]
+) -> list[FaceSprite]:
+    canvases, height, width = _pack(canvases)
+    clips, tris, face_of_tri, attrs = [], [], [], []
+    offset = 0
+    for i, (spec, p, n, c) in enumerate(zip(specs, pts, normals, canvases, strict=True)):
+        t, coords_t, _ = _template_tensors(spec.template)
+        principal = _tensor(c.principal + np.array([c.x, c.y]))[None]
+        clips.append(
+            perspective(p[None], torch.tensor([c.focal]), (height, width), principal, DISTANCE - 3.0, DISTANCE + 3.0)[0]
+        )
+        # Back-face culling (the z-buffer would hide them anyway; this halves the work).
+        tri_n = torch.cross(p[t[:, 1]] - p[t[:, 0]], p[t[:, 2]] - p[t[:, 0]], dim=-1)
+        front = t[(tri_n * p[t].mean(1)).sum(-1) < 0]
+        tris.append(front + offset)
+        face_of_tri.append(torch.full((len(front),), i))
+        attrs.append(torch.cat([coords_t, n, p, _tensor(vertex_tint(spec.template, spec.params))], -1))
+        offset += len(p)
+    tris_all = torch.cat(tris)
+    raster = rasterize(torch.cat(clips)[None], tris_all, (height, width))
+    # Attributes at covered pixels only (no dense image of them): coords 3, normal 3, position 3, tint 3.
+    rows_t, cols_t = (raster.tri_id[0] >= 0).nonzero(as_tuple=True)
+    tid = raster.tri_id[0, rows_t, cols_t]
+    corners = torch.cat(attrs)[tris_all[tid]]  # (N, 3, 12)
+    px = (raster.bary[0, rows_t, cols_t].unsqueeze(-1) * corners).sum(1)
+    face = torch.cat(face_of_tri)[tid].numpy()
+    lights = _tensor(np.stack([spec.light for spec in specs]))[face]
     coords = px[:, 0:3].double().numpy()
-    mouth_open = params.expression[EXPRESSION_NAMES.index("jaw_open")]
-    albedo = albedo_at(coords, params.colors, params.hair, px[:, 9:12].double().numpy(), mouth_open)
-    lt = _tensor(light)
-    shaded = lambertian(_tensor(albedo), px[:, 3:6], px[:, 6:9], lt[0:3], lt[3:6], lt[6:9]).numpy()
-    big = np.zeros((h * s, w * s, 5), dtype=np.float32)
-    big[rows, cols, 0:3] = np.clip(shaded, 0.0, 1.0)
-    big[rows, cols, 3] = 1.0
-    zone = face_zone(coords, params.hair)
-    big[rows[zone], cols[zone], 4] = 1.0
-    small = cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA) if s > 1 else big
-    box = np.full(4, np.nan)
-    if zone.any():
-        box = np.array([cols[zone].min(), rows[zone].min(), cols[zone].max() + 1, rows[zone].max() + 1]) / s
-    # Landmarks: projected vertices; hidden when the surface seen at that pixel is nearer.
-    lm_cam = pts[0, lm_ids]
-    lm_uv = project(lm_cam[None], torch.tensor([focal]), _tensor(principal)[None])[0].double().numpy()
-    # Self-visible: the vertex faces the camera (or grazes it, on a silhouette) and no nearer surface
-    # covers its pixel.
-    lm_n = normals[0, lm_ids]
-    facing = ((lm_n * -lm_cam).sum(-1) / lm_cam.norm(dim=-1)).numpy() > -0.3
+    albedo = np.empty((len(face), 3))
+    zone = np.empty(len(face), dtype=bool)
+    by_face = np.argsort(face, kind="stable")
+    bounds = np.searchsorted(face[by_face], np.arange(len(specs) + 1))
+    for i, spec in enumerate(specs):
+        sel = by_face[bounds[i] : bounds[i + 1]]
+        mouth_open = spec.params.expression[EXPRESSION_NAMES.index("jaw_open")]
+        tint = px[sel, 9:12].double().numpy()
+        albedo[sel] = albedo_at(coords[sel], spec.params.colors, spec.params.hair, tint, mouth_open)
+        zone[sel] = face_zone(coords[sel], spec.params.hair)
+    shaded = lambertian(_tensor(albedo), px[:, 3:6], px[:, 6:9], lights[:, 0:3], lights[:, 3:6], lights[:, 6:9])
+    shaded = np.clip(shaded.numpy(), 0.0, 1.0)
+    rows, cols = rows_t.numpy(), cols_t.numpy()
+    depth = px[:, 8].numpy()
+    sprites = []
+    for i, (spec, c) in enumerate(zip(specs, canvases, strict=True)):
+        sel = by_face[bounds[i] : bounds[i + 1]]
+        r, q = rows[sel] - c.y, cols[sel] - c.x  # canvas pixels
+        big = np.zeros((c.h * c.s, c.w * c.s, 5), dtype=np.float32)
+        big[r, q, 0:3] = shaded[sel]
+        big[r, q, 3] = 1.0
+        z = zone[sel]
+        big[r[z], q[z], 4] = 1.0
+        surface_z = np.full(big.shape[:2], np.inf, dtype=np.float32)
+        surface_z[r, q] = depth[sel]
+        box = np.full(4, np.nan)
+        if z.any():
+            box = np.array([q[z].min(), r[z].min(), q[z].max() + 1, r[z].max() + 1]) / c.s
+        small = cv2.resize(big, (c.w, c.h), interpolation=cv2.INTER_AREA) if c.s > 1 else big
+        lm, visible = _landmarks(spec, pts[i], normals[i], c, surface_z)
+        sprites.append(
+            FaceSprite(
+                color=np.ascontiguousarray(small[..., 0:3]),
+                alpha=np.ascontiguousarray(small[..., 3]),
+                face_alpha=np.ascontiguousarray(small[..., 4]),
+                box=box,
+                landmarks=lm / c.s,
+                landmark_visible=visible,
+                focal=c.focal / c.s,
+                principal=c.principal / c.s,
+            )
+        )
+    return sprites
+
+
+def _landmarks(
+    spec: FaceSpec, pts: torch.Tensor, normals: torch.Tensor, c: _Canvas, surface_z: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Projected landmark vertices (5, 2) in canvas super-resolution pixels, and whether the head itself
+    leaves each visible: the vertex faces the camera (or grazes it, on a silhouette) and no surface
+    nearer by more than ``SELF_OCCLUSION_TOL`` covers its pixel."""
+    ids = _template_tensors(spec.template)[2]
+    lm_cam = pts[ids].double()
+    uv = project(lm_cam[None], torch.tensor([c.focal], dtype=torch.float64), torch.from_numpy(c.principal)[None])[
+        0
+    ].numpy()
+    facing = ((normals[ids].double() * -lm_cam).sum(-1) / lm_cam.norm(dim=-1)).numpy() > -0.3
     visible = np.zeros(5, dtype=bool)
-    for k, (x, y) in enumerate(lm_uv):
+    for k, (x, y) in enumerate(uv):
         i, j = math.floor(y), math.floor(x)
-        covered = 0 <= i < h * s and 0 <= j < w * s and bool(mask[i, j])
-        nearer = covered and float(pix[i, j, 8]) < float(lm_cam[k, 2]) - SELF_OCCLUSION_TOL
+        inside = 0 <= i < surface_z.shape[0] and 0 <= j < surface_z.shape[1]
+        nearer = inside and surface_z[i, j] < float(lm_cam[k, 2]) - SELF_OCCLUSION_TOL
         visible[k] = bool(facing[k]) and not nearer
-    return FaceSprite(
-        color=np.ascontiguousarray(small[..., 0:3]),
-        alpha=np.ascontiguousarray(small[..., 3]),
-        face_alpha=np.ascontiguousarray(small[..., 4]),
-        box=box,
-        landmarks=lm_uv / s,
-        landmark_visible=visible,
-        focal=focal / s,
-        principal=principal / s,
-    )
+    return uv, visible

@@ -111,9 +111,14 @@ def _pt(p: np.ndarray, ox: int, oy: int) -> tuple[int, int]:
 
 
 def draw_body(
-    img: np.ndarray, owner: np.ndarray, face_id: int, box: np.ndarray, roll_rad: float, rng: np.random.Generator,
+    img: np.ndarray,
+    owner: np.ndarray,
+    face_id: int,
+    box: np.ndarray,
+    roll_rad: float,
+    rng: np.random.Generator,
     skin: tuple[float, float, float],
-) -> None:  # fmt: skip
+) -> None:
     """Neck and shoulders below a face box (x0 y0 x1 y1 image pixels), painted before the head."""
     x0, y0, x1, y1 = box
     fh, fw = y1 - y0, x1 - x0
@@ -140,9 +145,13 @@ def draw_body(
 
 
 def draw_occluder(
-    img: np.ndarray, owner: np.ndarray, kind: str, box: np.ndarray, landmarks: np.ndarray,
+    img: np.ndarray,
+    owner: np.ndarray,
+    kind: str,
+    box: np.ndarray,
+    landmarks: np.ndarray,
     rng: np.random.Generator,
-) -> None:  # fmt: skip
+) -> None:
     """Paint an occluding object over a face (box x0 y0 x1 y1, landmarks (5, 2) image pixels)."""
     x0, y0, x1, y1 = box
     fh, fw = y1 - y0, x1 - x0
@@ -155,8 +164,15 @@ def draw_occluder(
     x0, x1, y0, y1 = x0 - ox, x1 - ox, y0 - oy, y1 - oy
     if kind == "mask":  # a face mask from below the nose to the chin
         top = lm[2, 1] + 0.05 * fh
-        poly = np.array([[x0 + 0.08 * fw, top], [x1 - 0.08 * fw, top], [x1 - 0.15 * fw, y1 - 0.02 * fh],
-                         [(x0 + x1) / 2, y1 + 0.02 * fh], [x0 + 0.15 * fw, y1 - 0.02 * fh]])  # fmt: skip
+        poly = np.array(
+            [
+                [x0 + 0.08 * fw, top],
+                [x1 - 0.08 * fw, top],
+                [x1 - 0.15 * fw, y1 - 0.02 * fh],
+                [(x0 + x1) / 2, y1 + 0.02 * fh],
+                [x0 + 0.15 * fw, y1 - 0.02 * fh],
+            ]
+        )
         cv2.fillPoly(layer, [np.round(poly).astype(np.int32)], 255, cv2.LINE_AA)
         color = _color(rng, 0.5, 1.0) if rng.uniform() < 0.7 else _color(rng, 0.0, 0.3)
     elif kind == "sunglasses":
@@ -168,8 +184,17 @@ def draw_occluder(
     elif kind == "hand":  # palm with fingers over part of the face
         c = np.array([rng.uniform(x0, x1), rng.uniform((y0 + y1) / 2, y1 + 0.2 * fh)])
         r = 0.28 * fh
-        cv2.ellipse(layer, _pt(c, 0, 0), (max(1, int(r)), max(1, int(0.8 * r))), float(rng.uniform(0, 180)),
-                    0, 360, 255, -1, cv2.LINE_AA)  # fmt: skip
+        cv2.ellipse(
+            layer,
+            _pt(c, 0, 0),
+            (max(1, int(r)), max(1, int(0.8 * r))),
+            float(rng.uniform(0, 180)),
+            0,
+            360,
+            255,
+            -1,
+            cv2.LINE_AA,
+        )
         ang = rng.uniform(-math.pi, 0)
         for k in range(4):
             a = ang + (k - 1.5) * 0.3
@@ -197,8 +222,14 @@ def motion_kernel(length: float, angle_rad: float) -> np.ndarray:
     kernel = np.zeros((k, k), np.float32)
     c = (k - 1) / 2
     d = np.array([math.cos(angle_rad), math.sin(angle_rad)]) * (length - 1) / 2
-    cv2.line(kernel, tuple(np.round((c - d[0], c - d[1])).astype(int)),
-             tuple(np.round((c + d[0], c + d[1])).astype(int)), 1.0, 1, cv2.LINE_AA)  # fmt: skip
+    cv2.line(
+        kernel,
+        tuple(np.round((c - d[0], c - d[1])).astype(int)),
+        tuple(np.round((c + d[0], c + d[1])).astype(int)),
+        1.0,
+        1,
+        cv2.LINE_AA,
+    )
     return kernel / kernel.sum()
 
 

@@ -96,8 +96,16 @@ def feature_weights(coords: np.ndarray, mouth_open: float = 0.0) -> dict[str, np
     gap = (0.005 + 0.03 * mouth_open) * lens
     mouth = _inside(dy / (gap + 1e-6), 0.4) * front
     nostrils = _inside(np.hypot((ax - 0.045) / 0.022, (y + 0.235) / 0.011), 0.3) * front
-    return {"sclera": sclera, "iris": iris, "pupil": pupil, "lash": lash, "brows": brows,
-            "lips": lips, "mouth": mouth, "nostrils": nostrils}  # fmt: skip
+    return {
+        "sclera": sclera,
+        "iris": iris,
+        "pupil": pupil,
+        "lash": lash,
+        "brows": brows,
+        "lips": lips,
+        "mouth": mouth,
+        "nostrils": nostrils,
+    }
 
 
 def albedo_at(

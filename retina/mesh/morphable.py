@@ -13,7 +13,7 @@ All of it is plain numpy; the per-vertex arrays follow the template's vertex ord
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,17 +22,43 @@ from retina.mesh.albedo import BALD, AlbedoColors, HairStyle, albedo_at
 from retina.mesh.template import FaceTemplate
 
 IDENTITY_NAMES = (
-    "width", "lower_face_length", "jaw_width", "nose_protrusion", "nose_width", "chin",
-    "cheeks", "forehead_slope", "brow_ridge", "head_depth", "eye_depth", "lip_fullness",
-)  # fmt: skip
+    "width",
+    "lower_face_length",
+    "jaw_width",
+    "nose_protrusion",
+    "nose_width",
+    "chin",
+    "cheeks",
+    "forehead_slope",
+    "brow_ridge",
+    "head_depth",
+    "eye_depth",
+    "lip_fullness",
+)
 EXPRESSION_NAMES = ("smile", "jaw_open", "brow_raise")
 TINT_NAMES = ("cheek_redness", "lower_face_shadow", "forehead_shine", "asymmetry")
 
 # Anchor colours; samples interpolate between neighbours and add a little jitter.
-SKIN_TONES = np.array([[0.27, 0.17, 0.12], [0.45, 0.30, 0.21], [0.62, 0.44, 0.33],
-                       [0.78, 0.60, 0.48], [0.90, 0.74, 0.64], [0.96, 0.84, 0.76]])  # fmt: skip
-HAIR_TONES = np.array([[0.05, 0.04, 0.04], [0.16, 0.10, 0.07], [0.32, 0.21, 0.13],
-                       [0.72, 0.58, 0.36], [0.55, 0.24, 0.12], [0.62, 0.62, 0.62]])  # fmt: skip
+SKIN_TONES = np.array(
+    [
+        [0.27, 0.17, 0.12],
+        [0.45, 0.30, 0.21],
+        [0.62, 0.44, 0.33],
+        [0.78, 0.60, 0.48],
+        [0.90, 0.74, 0.64],
+        [0.96, 0.84, 0.76],
+    ]
+)
+HAIR_TONES = np.array(
+    [
+        [0.05, 0.04, 0.04],
+        [0.16, 0.10, 0.07],
+        [0.32, 0.21, 0.13],
+        [0.72, 0.58, 0.36],
+        [0.55, 0.24, 0.12],
+        [0.62, 0.62, 0.62],
+    ]
+)
 IRIS_TONES = np.array([[0.22, 0.13, 0.07], [0.35, 0.24, 0.13], [0.28, 0.42, 0.58], [0.33, 0.45, 0.30]])
 
 
@@ -55,20 +81,28 @@ class FaceParams:
     hair: HairStyle = field(default_factory=HairStyle)
 
     def __post_init__(self) -> None:
-        for name, values, n in (("identity", self.identity, len(IDENTITY_NAMES)),
-                                ("expression", self.expression, len(EXPRESSION_NAMES)),
-                                ("tint", self.tint, len(TINT_NAMES))):  # fmt: skip
+        for name, values, n in (
+            ("identity", self.identity, len(IDENTITY_NAMES)),
+            ("expression", self.expression, len(EXPRESSION_NAMES)),
+            ("tint", self.tint, len(TINT_NAMES)),
+        ):
             if len(values) != n:
                 raise ValueError(f"FaceParams.{name} needs {n} values, got {len(values)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain lists and dicts (JSON-ready); ``from_dict`` inverts it."""
+        return {
+            "identity": list(self.identity),
+            "expression": list(self.expression),
+            "tint": list(self.tint),
+            "colors": {k: list(v) for k, v in vars(self.colors).items()},
+            "hair": dict(vars(self.hair)),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FaceParams:
         colors = AlbedoColors(**{k: tuple(v) for k, v in d["colors"].items()})
-        return cls(tuple(d["identity"]), tuple(d["expression"]), tuple(d["tint"]), colors,
-                   HairStyle(**d["hair"]))  # fmt: skip
+        return cls(tuple(d["identity"]), tuple(d["expression"]), tuple(d["tint"]), colors, HairStyle(**d["hair"]))
 
 
 @functools.lru_cache(maxsize=4)
@@ -112,8 +146,9 @@ def expression_basis(template: FaceTemplate) -> np.ndarray:
     jaw = np.clip((-0.445 - y) / 0.02, 0.0, 1.0) * np.clip((dz + 0.2) / 0.6, 0.0, 1.0)
     brows = np.clip(1.0 - np.abs(y - 0.3) / 0.25, 0.0, 1.0) * front
     smile = (0.03 * np.sign(x) * corners, 0.035 * corners + 0.015 * cheeks, 0.01 * cheeks)
-    out = np.stack([np.stack(smile, -1), np.stack((z0, -0.09 * jaw, -0.02 * jaw), -1),
-                    np.stack((z0, 0.035 * brows, z0), -1)])  # fmt: skip
+    out = np.stack(
+        [np.stack(smile, -1), np.stack((z0, -0.09 * jaw, -0.02 * jaw), -1), np.stack((z0, 0.035 * brows, z0), -1)]
+    )
     out.setflags(write=False)
     return out
 
@@ -126,21 +161,25 @@ def tint_basis(template: FaceTemplate) -> np.ndarray:
     cheeks = _mirror(x, y, 0.38, -0.15, 0.12, 0.12) * front
     lower = np.clip((-0.3 - y) / 0.4, 0.0, 1.0) * front
     forehead = _gauss(x, y, 0.0, 0.4, 0.25, 0.12) * front
-    out = 0.1 * np.stack([
-        cheeks[:, None] * np.array([0.6, -0.4, -0.4]),
-        -lower[:, None] * np.array([1.0, 1.0, 1.0]),
-        forehead[:, None] * np.array([0.7, 0.7, 0.7]),
-        (x / 0.75)[:, None] * np.array([0.4, 0.4, 0.4]),
-    ])  # fmt: skip
+    out = 0.1 * np.stack(
+        [
+            cheeks[:, None] * np.array([0.6, -0.4, -0.4]),
+            -lower[:, None] * np.array([1.0, 1.0, 1.0]),
+            forehead[:, None] * np.array([0.7, 0.7, 0.7]),
+            (x / 0.75)[:, None] * np.array([0.4, 0.4, 0.4]),
+        ]
+    )
     out.setflags(write=False)
     return out
 
 
 def face_shape(template: FaceTemplate, params: FaceParams) -> np.ndarray:
     """(V, 3) float64 vertices of a face in the model frame."""
-    return (template.vertices
-            + np.tensordot(np.asarray(params.identity), identity_basis(template), 1)
-            + np.tensordot(np.asarray(params.expression), expression_basis(template), 1))  # fmt: skip
+    return (
+        template.vertices
+        + np.tensordot(np.asarray(params.identity), identity_basis(template), 1)
+        + np.tensordot(np.asarray(params.expression), expression_basis(template), 1)
+    )
 
 
 def vertex_tint(template: FaceTemplate, params: FaceParams) -> np.ndarray:
@@ -177,5 +216,6 @@ def sample_face_params(rng: np.random.Generator) -> FaceParams:
         back = rng.uniform(-0.6, 0.0)
         side = rng.uniform(max(back, 0.05), 0.35)
         style = HairStyle(float(rng.uniform(max(side, 0.45), 0.75)), float(side), float(back))
-    return FaceParams(tuple(map(float, identity)), tuple(map(float, expression)), tuple(map(float, tint)),
-                      colors, style)  # fmt: skip
+    return FaceParams(
+        tuple(map(float, identity)), tuple(map(float, expression)), tuple(map(float, tint)), colors, style
+    )
