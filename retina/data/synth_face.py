@@ -111,6 +111,11 @@ def render_faces(specs: Sequence[FaceSpec]) -> list[FaceSprite]:
     """Render faces, each into its own canvas. The canvases are packed into shared atlases of at most
     ``ATLAS_PIXELS`` so that one rasterizer call serves many faces (per-call overhead dominates the cost
     of a small face). The packing is a function of the specs alone, so the result is deterministic."""
+    with torch.no_grad():  # images only: no autograd bookkeeping
+        return _render_faces(specs)
+
+
+def _render_faces(specs: Sequence[FaceSpec]) -> list[FaceSprite]:
     pts, normals = _camera_geometry(specs)
     canvases = [_canvas(spec, p) for spec, p in zip(specs, pts, strict=True)]
     sprites: dict[int, FaceSprite] = {}
@@ -182,19 +187,25 @@ def _render_atlas(
     canvases, height, width = _pack(canvases)
     clips, tris, face_of_tri, attrs = [], [], [], []
     offset = 0
-    for i, (spec, p, n, c) in enumerate(zip(specs, pts, normals, canvases, strict=True)):
-        t, coords_t, _ = _template_tensors(spec.template)
-        principal = _tensor(c.principal + np.array([c.x, c.y]))[None]
-        clips.append(
-            perspective(p[None], torch.tensor([c.focal]), (height, width), principal, DISTANCE - 3.0, DISTANCE + 3.0)[0]
-        )
+    groups: dict[int, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(id(spec.template), []).append(i)
+    for idx in groups.values():  # batched over faces that share a template
+        template = specs[idx[0]].template
+        t, coords_t, _ = _template_tensors(template)
+        p = torch.stack([pts[i] for i in idx])  # (B, V, 3)
+        focal = torch.tensor([canvases[i].focal for i in idx])
+        principal = _tensor(np.stack([canvases[i].principal + np.array([canvases[i].x, canvases[i].y]) for i in idx]))
+        clips.append(perspective(p, focal, (height, width), principal, DISTANCE - 3.0, DISTANCE + 3.0).reshape(-1, 4))
         # Back-face culling (the z-buffer would hide them anyway; this halves the work).
-        tri_n = torch.cross(p[t[:, 1]] - p[t[:, 0]], p[t[:, 2]] - p[t[:, 0]], dim=-1)
-        front = t[(tri_n * p[t].mean(1)).sum(-1) < 0]
-        tris.append(front + offset)
-        face_of_tri.append(torch.full((len(front),), i))
-        attrs.append(torch.cat([coords_t, n, p, _tensor(vertex_tint(spec.template, spec.params))], -1))
-        offset += len(p)
+        tri_n = torch.cross(p[:, t[:, 1]] - p[:, t[:, 0]], p[:, t[:, 2]] - p[:, t[:, 0]], dim=-1)
+        b, k = ((tri_n * p[:, t].mean(2)).sum(-1) < 0).nonzero(as_tuple=True)
+        tris.append(t[k] + (offset + b * p.shape[1])[:, None])
+        face_of_tri.append(torch.tensor(idx)[b])
+        tint = _tensor(np.stack([vertex_tint(template, specs[i].params) for i in idx]))
+        n = torch.stack([normals[i] for i in idx])
+        attrs.append(torch.cat([coords_t.expand(len(idx), -1, -1), n, p, tint], -1).reshape(-1, 12))
+        offset += p.numel() // 3
     tris_all = torch.cat(tris)
     raster = rasterize(torch.cat(clips)[None], tris_all, (height, width))
     # Attributes at covered pixels only (no dense image of them): coords 3, normal 3, position 3, tint 3.

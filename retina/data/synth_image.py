@@ -58,7 +58,7 @@ def _spec(face_px: float, params: FaceParams, pose_rad: tuple[float, ...], light
 
 def _supersample(face_px: float) -> int:
     # Antialiasing where it matters (small faces); large faces are cheap to alias and costly to supersample.
-    return 3 if face_px < 16 else 2 if face_px < 48 else 1
+    return 2 if face_px < 48 else 1
 
 
 def _paste(img: np.ndarray, sprite: FaceSprite, ox: int, oy: int) -> tuple[slice, slice, slice, slice] | None:

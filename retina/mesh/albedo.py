@@ -121,24 +121,28 @@ def albedo_at(
     mouth_open: the jaw-open expression coefficient, which widens the dark gap between the lips.
     """
     coords = np.asarray(coords, dtype=np.float64)
-    w = feature_weights(coords, mouth_open)
     skin = np.asarray(colors.skin)
     out = np.broadcast_to(skin, coords.shape).copy()
     if tint is not None:
         out *= tint
+    # Facial features exist only where _front > 0: evaluate them on those points alone.
+    front = np.flatnonzero(coords[:, 2] > 0.3)
+    w = feature_weights(coords[front], mouth_open)
+    sub = out[front]
 
-    def paint(weight: np.ndarray, rgb: np.ndarray) -> None:
-        out[:] = out + weight[:, None] * (np.asarray(rgb) - out)
+    def paint(target: np.ndarray, weight: np.ndarray, rgb: np.ndarray) -> None:
+        target += weight[:, None] * (np.asarray(rgb) - target)
 
-    paint(w["lips"], np.asarray(colors.lips))
-    paint(w["mouth"], 0.3 * np.asarray(colors.lips))
-    paint(w["nostrils"], 0.35 * skin)
-    paint(w["brows"], np.asarray(colors.brows))
-    paint(w["sclera"], SCLERA)
-    paint(w["iris"], np.asarray(colors.iris))
-    paint(w["pupil"], PUPIL)
-    paint(w["lash"], LASH)
-    paint(hair_weight(coords, hair), np.asarray(colors.hair))
+    paint(sub, w["lips"], np.asarray(colors.lips))
+    paint(sub, w["mouth"], 0.3 * np.asarray(colors.lips))
+    paint(sub, w["nostrils"], 0.35 * skin)
+    paint(sub, w["brows"], np.asarray(colors.brows))
+    paint(sub, w["sclera"], SCLERA)
+    paint(sub, w["iris"], np.asarray(colors.iris))
+    paint(sub, w["pupil"], PUPIL)
+    paint(sub, w["lash"], LASH)
+    out[front] = sub
+    paint(out, hair_weight(coords, hair), np.asarray(colors.hair))
     return np.clip(out, 0.0, 1.0)
 
 
