@@ -163,7 +163,7 @@ def tint_basis(template: FaceTemplate) -> np.ndarray:
     forehead = _gauss(x, y, 0.0, 0.4, 0.25, 0.12) * front
     out = 0.1 * np.stack(
         [
-            cheeks[:, None] * np.array([0.6, -0.4, -0.4]),
+            cheeks[:, None] * np.array([0.4, -0.1, -0.1]),
             -lower[:, None] * np.array([1.0, 1.0, 1.0]),
             forehead[:, None] * np.array([0.7, 0.7, 0.7]),
             (x / 0.75)[:, None] * np.array([0.4, 0.4, 0.4]),

@@ -130,8 +130,8 @@ def _surface(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = np.stack([a * d[:, 0], by * d[:, 1], c * d[:, 2]], -1)
     coords = np.stack([p[:, 0], p[:, 1], d[:, 2]], -1)
     # Jaw taper: narrower and shallower towards the chin.
-    taper = _smoothstep(0.0, -0.85, p[:, 1])
-    p[:, 0] *= 1.0 - 0.3 * taper
+    taper = _smoothstep(0.35, -0.9, p[:, 1])
+    p[:, 0] *= 1.0 - 0.32 * taper
     p[:, 2] *= 1.0 - 0.08 * taper
     return p, coords
 
