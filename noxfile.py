@@ -38,3 +38,16 @@ def train(session: nox.Session) -> None:
     go to ``retina train``, e.g. ``nox -s train -- --preset mobilenet0.25 --data synth --out runs/m025``."""
     args = session.posargs or ["--out", "runs/mobilenet0.25_synthface"]
     session.run("retina", "train", *args)
+
+
+@nox.session
+def speed(session: nox.Session) -> None:
+    """Speed tables (issue 6): fast-path ablation, the CPU (and GPU, if present) grid, then the report.
+
+    Records go to results/speed/<machine>/, the tables and plot to results/speed/speed.{md,png}. Arguments
+    after ``--`` go to the grid, e.g. ``nox -s speed -- --full`` (every cell; ResNet-152 4K on CPU takes
+    minutes per repetition) or ``nox -s speed -- --settings cpu1 --presets mobilenet0.25``.
+    """
+    session.run("python", "benchmarks/speed.py", "fastpath")
+    session.run("python", "benchmarks/speed.py", "grid", *session.posargs)
+    session.run("python", "reports/speed.py")
