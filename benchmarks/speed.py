@@ -103,6 +103,16 @@ def peak_rss_mib() -> float | None:
     return None
 
 
+def parse_size(name: str) -> tuple[int, int]:
+    """ "vga" / "hd" / "4k", or "WxH" (e.g. "160x120", for quick checks) -> (H, W)."""
+    if name in SIZES:
+        return SIZES[name]
+    match = re.fullmatch(r"(\d+)x(\d+)", name)
+    if not match:
+        raise SystemExit(f"unknown size {name!r}: use {', '.join(SIZES)} or WxH")
+    return int(match.group(2)), int(match.group(1))
+
+
 def set_threads(n: int) -> None:
     torch.set_num_threads(n)
     cv2.setNumThreads(n)
@@ -219,6 +229,7 @@ def make_detector(model: nn.Module, cfg, setting: str, backend: str, onnx_path: 
             return Detector.from_onnx(onnx_path, threads=threads, post=post)
         return Detector(model, cfg, post=post)
     set_threads(all_cores())
+    torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels (warm-up)
     dtype = {"gpu-fp32": None, "gpu-bf16": torch.bfloat16, "gpu-fp16": torch.float16}[setting]
     fused = fuse_batchnorm(model)
     if args.channels_last:
@@ -307,10 +318,11 @@ def run_grid(args) -> int:
     for name in args.presets.split(","):
         model, weights = load_model(name, args.weights)
         cfg = preset(name)
+        sizes = args.sizes.split(",")
         if weights == "random":
-            spread_random_scores(model, photo_at(args.image, SIZES["vga"])[0], cfg)
-        for size in args.sizes.split(","):
-            hw = SIZES[size]
+            spread_random_scores(model, photo_at(args.image, parse_size(sizes[0]))[0], cfg)
+        for size in sizes:
+            hw = parse_size(size)
             image, image_name = photo_at(args.image, hw)
             flop = gflops(cfg, hw)
             if size not in ref_counts and reference[1] == "real":
@@ -370,6 +382,8 @@ def grid_cell(c: Cell, args) -> dict[str, Any]:
         "dtype": {"gpu-bf16": "bfloat16", "gpu-fp16": "float16"}.get(c.setting, "float32"),
         "threads": 1 if c.setting == "cpu1" else all_cores(),
         "channels_last": bool(args.channels_last and on_gpu), "gflop": c.gflop, "batch": 1,
+        # PyTorch runs "fp32" convolutions in TF32 on Ampere and newer GPUs while this flag is on (its default)
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if on_gpu else None,
         "score_threshold": threshold, "threshold_source": source,
         "candidates": candidate_count(det, image, threshold),
     }  # fmt: skip
@@ -377,7 +391,8 @@ def grid_cell(c: Cell, args) -> dict[str, Any]:
         row.update(time_cell(det, image, threshold, args, on_gpu))
         if on_gpu:
             row["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20
-            row["throughput"] = [safe_throughput(det, image, b, threshold, args) for b in args.batch_sizes[c.size]]
+            batches = args.batch_sizes.get(c.size, [1])
+            row["throughput"] = [safe_throughput(det, image, b, threshold, args) for b in batches]
         else:
             row["peak_rss_mib"] = peak_rss_mib() if rss_reset else None
             row["peak_rss_note"] = "since cell start" if rss_reset else "unavailable"
@@ -438,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=None, help="records folder (default results/speed/<machine>)")
         p.add_argument("--warmup", type=int, default=2)
     grid.add_argument("--presets", default=",".join(PRESETS))
-    grid.add_argument("--sizes", default=",".join(SIZES))
+    grid.add_argument("--sizes", default=",".join(SIZES), help="vga, hd, 4k or WxH")
     grid.add_argument("--settings", default=",".join(CPU_SETTINGS + GPU_SETTINGS))
     grid.add_argument("--backends", default="onnx,torch", help="CPU backends (GPU cells always use torch)")
     grid.add_argument("--repeats", type=int, default=30, help="at most this many timed repetitions per cell")

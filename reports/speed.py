@@ -153,7 +153,7 @@ def plot(grids: list[tuple[str, dict, pd.DataFrame]], path: Path) -> None:
             continue
         for (name, setting, backend), g in df[df["e2e_ms"].notna()].groupby(["preset", "setting", "backend"]):
             g = g.sort_values("gflop")
-            ax.plot([MEGAPIXELS[s] for s in g["size"]], g["e2e_ms"], "o-", label=f"{name} {setting} {backend}")
+            ax.plot(g["height"] * g["width"] / 1e6, g["e2e_ms"], "o-", label=f"{name} {setting} {backend}")
     for label, row in PAPER_TABLE5.items():  # the paper's numbers, dashed: other hardware
         points = [(MEGAPIXELS[s], v) for s, v in row.items() if v is not None]
         ax.plot(*zip(*points, strict=True), "x--", alpha=0.5, label=f"paper: {label}")
