@@ -236,3 +236,20 @@ def test_unknown_backend_is_a_clear_error():
     assert backend("torch").rasterize is rasterize
     with pytest.raises(RetinaError, match="unknown renderer backend"):
         backend("nvdiffrast")
+
+
+def test_renders_a_user_mesh_loaded_from_obj():
+    from retina.mesh import load_obj
+    from tests.conftest import shared_file
+
+    mesh = load_obj(shared_file("mesh/mediapipe/canonical_face_model.obj"))
+    v = torch.from_numpy(mesh.vertices - mesh.vertices.mean(0))[None]
+    v = v / v.abs().max()  # about unit size; MediaPipe's +z faces the viewer like the template's
+    tris = torch.from_numpy(mesh.triangles)
+    camera = torch.tensor([[0.0, 0.0, 5.0, 0.0, 0.0, 0.0, 60.0]], dtype=F64)
+    light = torch.tensor([[0.0, 0.0, 0.0, 0.7, 0.7, 0.7, 0.3, 0.3, 0.3]], dtype=F64)
+    out = render_mesh(v, tris, torch.full_like(v, 0.8), camera, light, (64, 64), near=2.0, far=8.0)
+    # The face covers a compact region around the image centre, lit from the camera.
+    ys, xs = out.mask[0].nonzero(as_tuple=True)
+    assert 200 < len(ys) < 64 * 64 and abs(xs.double().mean() - 32) < 6 and abs(ys.double().mean() - 32) < 8
+    assert out.image[0][out.mask[0]].mean() > 0.3

@@ -202,3 +202,7 @@ def test_contact_sheet(split, tmp_path):
     path = contact_sheet(split, tmp_path / "sheet.png", n=4, cols=2, tile=100)
     sheet = cv2.imread(str(path))
     assert sheet.shape == (200, 200, 3)
+    small = cv2.imread(str(contact_sheet(split, tmp_path / "small.png", n=4, cols=2, tile=100, levels=8)))
+    assert small.shape == sheet.shape and (tmp_path / "small.png").stat().st_size < path.stat().st_size
+    with pytest.raises(RetinaError):
+        contact_sheet(split, tmp_path / "bad.png", levels=1)

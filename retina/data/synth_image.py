@@ -181,8 +181,10 @@ def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[byt
             if in_frac >= 0.7 and _covered(box, regions) <= 0.4:
                 break
         else:
-            if placed:  # no room: drop this face (the first, largest one always goes in)
+            if placed:  # no room: drop this face
                 continue
+            offset = np.round(np.array([w / 2, h / 2]) - centre).astype(int)  # the first one goes in the middle
+            box = sprite.box + np.tile(offset, 2)
         placed.append({**f, "sprite": sprite, "offset": offset})
         sh, sw = sprite.alpha.shape
         regions.append(np.array([offset[0], offset[1], offset[0] + sw, offset[1] + sh], float))

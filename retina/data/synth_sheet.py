@@ -23,8 +23,9 @@ LANDMARK_BGR = ((255, 80, 0), (0, 0, 255), (0, 200, 0), (255, 0, 255), (255, 255
 
 
 def draw_annotations(img: np.ndarray, faces: list[dict], scale: float = 1.0) -> np.ndarray:
-    """Draw boxes and landmarks of metadata ``faces`` on a BGR uint8 image resized by ``scale``."""
-    out = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale != 1.0 else img.copy()
+    """Draw boxes and landmarks of metadata ``faces`` on a copy of a BGR uint8 image that shows the
+    original image resized by ``scale``."""
+    out = img.copy()
     for f in faces:
         x, y, w, h = (v * scale for v in f["box"])
         cv2.rectangle(out, (round(x), round(y)), (round(x + w), round(y + h)), BOX_BGR[f["difficulty"]], 1)
@@ -35,9 +36,20 @@ def draw_annotations(img: np.ndarray, faces: list[dict], scale: float = 1.0) -> 
 
 
 def contact_sheet(
-    split_dir: str | os.PathLike[str], out_png: str | os.PathLike[str], n: int = 8, cols: int = 4, tile: int = 320
+    split_dir: str | os.PathLike[str],
+    out_png: str | os.PathLike[str],
+    n: int = 8,
+    cols: int = 4,
+    tile: int = 320,
+    levels: int = 256,
 ) -> Path:
-    """Write a PNG grid of the first ``n`` images of a split (each fitted into ``tile`` x ``tile``)."""
+    """Write a PNG grid of the first ``n`` images of a split (each fitted into ``tile`` x ``tile``).
+
+    levels < 256 posterises the images (not the drawings) to that many values per channel, for a
+    much smaller file (the documentation's sheet uses 16).
+    """
+    if not 2 <= levels <= 256:
+        raise RetinaError(f"contact sheet levels must be in [2, 256], got {levels}")
     metas = read_meta(split_dir)[:n]
     if not metas:
         raise RetinaError(f"no images in {split_dir}")
@@ -47,7 +59,12 @@ def contact_sheet(
         img = cv2.imread(str(Path(split_dir) / "images" / meta["path"]), cv2.IMREAD_COLOR)
         if img is None:
             raise RetinaError(f"cannot read image {meta['path']} of {split_dir}")
-        drawn = draw_annotations(img, meta["faces"], tile / max(img.shape[:2]))
+        scale = tile / max(img.shape[:2])
+        img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        if levels < 256:
+            step = 256 // levels
+            img = (img // step * step + step // 2).astype(np.uint8)
+        drawn = draw_annotations(img, meta["faces"], scale)
         r, c = divmod(k, cols)
         sheet[r * tile : r * tile + drawn.shape[0], c * tile : c * tile + drawn.shape[1]] = drawn
     ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 9])
