@@ -1,0 +1,121 @@
+"""GPU checks (``pytest -m gpu``; skipped without CUDA): the device path gives the CPU path's detections.
+
+Run by benchmarks/gpu_check.sh together with the GPU speed table.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from retina import Detector
+from retina.build import build_detector
+from retina.config import PostCfg, preset
+from retina.models.detector import Predictions
+from retina.postprocess import postprocess
+from retina.priors import make_priors
+from tests.conftest import SHARED_DATA
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+]
+WEIGHTS = SHARED_DATA / "weights" / "retinaface_mobilenet0.25_Final.pth"
+PHOTO = SHARED_DATA / "samples" / "biubug6_Face-Detector-1MB_sample.jpg"
+
+
+def _image() -> np.ndarray:
+    if PHOTO.is_file():
+        import cv2
+
+        return cv2.imread(str(PHOTO))
+    return np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)  # synthetic
+
+
+def _model():
+    if WEIGHTS.is_file():
+        return Detector.from_checkpoint(WEIGHTS).model, preset("mobilenet0.25")
+    torch.manual_seed(0)
+    return build_detector(preset("mobilenet0.25")), preset("mobilenet0.25")
+
+
+@pytest.fixture(scope="module")
+def detectors():
+    model, cfg = _model()
+    post = PostCfg(score_threshold=0.3)
+    cpu = Detector(model, cfg, post=post, fuse=False)
+    return cpu, Detector(copy.deepcopy(model), cfg, post=post, device="cuda", fuse=False)  # .to() works in place
+
+
+def _match(a, b, iou=0.99, score=1e-3):
+    assert len(a) == len(b)
+    if len(a):
+        overlap = box_iou(torch.as_tensor(a.boxes), torch.as_tensor(b.boxes))
+        assert bool((overlap.max(1).values >= iou).all())
+        np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=score)
+
+
+def test_cuda_detections_equal_cpu(detectors):
+    cpu, gpu = detectors
+    image = _image()
+    _match(cpu(image), gpu(image))
+    assert gpu.to_tensor([image]).device.type == "cuda"
+
+
+def test_batched_cuda_equals_single(detectors):
+    _, gpu = detectors
+    image = _image()
+    flipped = np.ascontiguousarray(image[:, ::-1])
+    batched = gpu([image, flipped])
+    _match(batched[0], gpu(image), iou=0.999, score=1e-5)
+    _match(batched[1], gpu(flipped), iou=0.999, score=1e-5)
+
+
+def test_postprocess_on_device_equals_cpu():
+    gen = torch.Generator().manual_seed(0)
+    priors = make_priors((64, 96), (8, 16, 32), ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0)))
+    a = len(priors)
+    pred = Predictions(torch.randn(3, a, 2, generator=gen) * 3, torch.randn(3, a, 4, generator=gen) * 0.5,
+                       torch.randn(3, a, 10, generator=gen))  # fmt: skip
+    cfg = PostCfg(score_threshold=0.5, nms_iou=0.4)
+    cpu = postprocess(pred, priors, (0.1, 0.2), cfg)
+    gpu = postprocess(Predictions(*(t.cuda() for t in pred)), priors.cuda(), (0.1, 0.2), cfg)
+    for c, g in zip(cpu, gpu, strict=True):
+        assert g.boxes.device.type == "cuda" and len(c.scores) > 0
+        for x, y in zip(c, g, strict=True):
+            torch.testing.assert_close(y.cpu(), x, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_forward_finds_the_same_faces(detectors, dtype):
+    from benchmarks.speed import Autocast
+
+    model, cfg = _model()
+    _, gpu = detectors
+    half = Detector(Autocast(model, dtype), cfg, post=gpu.post, device="cuda")
+    image = _image()
+    ref, got = gpu(image), half(image)
+    strong = ref.scores > 0.9
+    if strong.any():  # the confident faces survive reduced precision
+        overlap = box_iou(torch.as_tensor(ref.boxes[strong]), torch.as_tensor(got.boxes))
+        assert bool((overlap.max(1).values > 0.9).all())
+
+
+def test_gpu_grid_cell_records_memory_and_throughput(tmp_path):
+    from benchmarks import speed
+
+    out = tmp_path / "m"
+    args = ["grid", "--presets", "mobilenet0.25", "--sizes", "320x240", "--settings", "gpu-fp32,gpu-fp16"]
+    args += ["--repeats", "3", "--min-repeats", "2", "--warmup", "1", "--batches", "320x240:1,4", "--out", str(out)]
+    assert speed.main(args) == 0
+    rows = json.loads((out / "grid.json").read_text())["rows"]
+    assert {r["setting"] for r in rows} == {"gpu-fp32", "gpu-fp16"}
+    for r in rows:
+        assert r["peak_gpu_mib"] > 0 and r["e2e_ms"] > 0
+        assert [t["batch"] for t in r["throughput"]] == [1, 4]
+        assert all(t["images_per_s"] > 0 for t in r["throughput"])
