@@ -3,6 +3,7 @@
     detector = retina.Detector.from_checkpoint("weights.pth", device="cpu")
     dets = detector(cv2.imread("photo.jpg"))                 # one image -> Detections
     dets = detector(["a.jpg", "b.png"], protocol="fixed")    # several (any sizes) -> list[Detections]
+    fast = retina.Detector.from_onnx("model.onnx", threads=1)  # ONNX Runtime backend (``retina export-onnx``)
 
 Images are (H, W, 3) uint8 BGR arrays (the OpenCV convention; grayscale and BGRA are converted) or paths.
 Results are in original-image pixels. Images whose network inputs have the same size are batched
