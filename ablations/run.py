@@ -1,0 +1,389 @@
+"""The ablation runner: train every (variant, seed) under identical conditions, evaluate, record, tabulate.
+
+    python -m ablations.run landmarks                      # CPU setting on SynthFace (nox -s ablation_landmarks)
+    python -m ablations.run dcn --seeds 0 1 2 3 4
+    torchrun --nproc_per_node 4 -m ablations.run dcn --setting paper --device cuda \\
+        --data-root /data/widerface/train --val-root /data/widerface/val --pretrained-backbone r50.pth
+
+Every row of an ablation gets the same data, schedule, seeds and test protocol; only the ablated field
+differs (:mod:`ablations.variants`). Files under ``--out/<ablation>/`` (default ``results/ablations``)::
+
+    runs/<variant>/seed<k>/           the engine's run folder (checkpoints, metrics.jsonl, train_record.json)
+    runs/<variant>/seed<k>/eval_<protocol>/   results.json, pr_curves.csv/png, predictions/
+    records/<variant>__seed<k>.json   one record per (variant, seed): APs, PR curves, configs, provenance
+    table.md, table.csv, table.json, pr_curves.png    (:mod:`reports.ablation_table`)
+
+Reruns skip finished records and resume unfinished trainings; a record or run made with other settings is
+an error (use another ``--out``). Under ``torchrun`` every process trains; then rank 0 alone evaluates and
+writes the records (the other processes leave), so no process waits on a collective during evaluation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ablations.variants import ABLATIONS, Ablation, Setting, SynthData, Variant
+from retina.config import PRESETS, PostCfg, config_hash, preset, to_dict
+from retina.data.dataset import SplitPaths
+from retina.errors import RetinaError
+from retina.evaluate import EvalSplit
+from retina.protocols import PROTOCOLS
+from retina.results import REPO_ROOT, provenance, write_json
+
+DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One ablation under one setting, with its data resolved and where/how to run it."""
+
+    ablation: Ablation
+    setting: Setting
+    train_data: SplitPaths
+    train_label: str
+    eval_split: EvalSplit
+    data_id: dict[str, Any]  # what identifies the data in the record key (config hash or resolved paths)
+    synthetic: bool
+    out: Path  # <out>/<ablation name>
+    device: str = "cpu"
+    workers: int = 2
+    checkpoint_every: int = 100
+    pretrained_backbone: Path | None = None
+    progress: bool = True
+
+    @property
+    def variants(self) -> tuple[Variant, ...]:
+        return self.ablation.variants(self.setting)
+
+
+def synth_pair(data: SynthData, workers: int | None = None) -> tuple[Path, Path]:
+    """The (train, val) folders of a SynthFace pair, generated on first use into the SynthFace cache.
+
+    Named by generator version and a hash of config and seed, like ``retina.data.synth.default_split``;
+    concurrent callers are safe (each generates into a temporary folder, the first rename wins).
+    """
+    from retina.data.synth import cache_root, generate_split
+    from retina.data.synth_config import SYNTH_VERSION
+
+    key = json.dumps({"version": SYNTH_VERSION, "config": data.cfg.to_dict(), "seed": data.seed}, sort_keys=True)
+    root = cache_root() / f"v{SYNTH_VERSION}-ablation-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    folders = []
+    for split, n in (("train", data.cfg.train_images), ("val", data.cfg.val_images)):
+        folder = root / split
+        if not (folder / "synth.json").is_file():
+            print(f"generating SynthFace {split} split ({n} images) into {folder}", flush=True)
+            try:
+                generate_split(folder, data.cfg, split, n, data.seed, workers=workers if n >= 16 else 1)
+            except (RetinaError, OSError):
+                if not (folder / "synth.json").is_file():  # not another process winning the race
+                    raise
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def run_key(plan: Plan, variant: Variant) -> str:
+    """Hash of everything that decides a record's numbers (the seed is in ``train_cfg``)."""
+    content = {
+        "model_cfg": to_dict(variant.model),
+        "train_cfg": to_dict(variant.train),
+        "data": plan.data_id,
+        "protocol": plan.setting.protocol,
+        "post": to_dict(PostCfg()),
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def seeded(variant: Variant, seed: int) -> Variant:
+    return dataclasses.replace(variant, train=dataclasses.replace(variant.train, seed=seed))
+
+
+def run_dir(plan: Plan, variant: Variant, seed: int) -> Path:
+    return plan.out / "runs" / variant.key / f"seed{seed}"
+
+
+def record_path(plan: Plan, variant: Variant, seed: int) -> Path:
+    return plan.out / "records" / f"{variant.key}__seed{seed}.json"
+
+
+def finished_record(plan: Plan, variant: Variant, seed: int) -> bool:
+    """True when the record exists and was made with these settings; a record made otherwise is an error."""
+    path = record_path(plan, variant, seed)
+    if not path.is_file():
+        return False
+    key = json.loads(path.read_text())["key"]
+    if key != run_key(plan, seeded(variant, seed)):
+        raise RetinaError(f"{path} was made with other settings (key {key}); use another --out or remove it")
+    return True
+
+
+def _trained(out: Path, variant: Variant, data: SplitPaths) -> bool:
+    """True when ``out`` holds a finished training of exactly this variant on this data."""
+    path = out / "train_record.json"
+    if not (path.is_file() and (out / "final.pth").is_file()):
+        return False
+    rec = json.loads(path.read_text())
+    same = (
+        rec.get("model_cfg_hash") == config_hash(variant.model)
+        and rec.get("train_cfg_hash") == config_hash(variant.train)
+        and rec.get("data", {}).get("images") == str(data.images)
+    )
+    if not same:
+        raise RetinaError(f"{out} holds a training with other settings; use another --out or remove it")
+    return bool(rec.get("finished"))
+
+
+def train_all(plan: Plan) -> dict[tuple[str, int], float]:
+    """Train (or resume) every (variant, seed) without a record; returns this process's training seconds."""
+    from retina.engine import RunSpec, train
+
+    seconds: dict[tuple[str, int], float] = {}
+    main = int(os.environ.get("RANK", "0")) == 0
+    for seed in plan.setting.seeds:
+        for base in plan.variants:
+            variant = seeded(base, seed)
+            out = run_dir(plan, variant, seed)
+            if finished_record(plan, base, seed) or _trained(out, variant, plan.train_data):
+                continue
+            if main:
+                print(f"[{plan.ablation.name}] train {variant.key} seed {seed} -> {out}", flush=True)
+            spec = RunSpec(
+                out_dir=out,
+                data=plan.train_data,
+                device=plan.device,
+                workers=plan.workers,
+                checkpoint_every=plan.checkpoint_every,
+                log_every=10,
+                resume=(out / "last.pth").is_file(),
+                pretrained_backbone=plan.pretrained_backbone,
+                progress=plan.progress,
+                data_label=plan.train_label,
+            )
+            t0 = time.perf_counter()
+            train(variant.model, variant.train, spec)
+            seconds[(variant.key, seed)] = time.perf_counter() - t0
+    return seconds
+
+
+def _curve(values: Any) -> list[float | None]:
+    return [None if math.isnan(v) else round(float(v), 6) for v in values]
+
+
+def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | None) -> Path:
+    """Evaluate the trained (variant, seed) with the setting's protocol and write its record atomically."""
+    import torch
+
+    from retina.api import Detector
+    from retina.evaluate import evaluate_detector
+
+    variant = seeded(base, seed)
+    out = run_dir(plan, variant, seed)
+    device = plan.device
+    if device == "cuda":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    detector = Detector.from_checkpoint(out / "final.pth", device=device)
+    if detector.cfg != variant.model:
+        raise RetinaError(f"{out / 'final.pth'} holds another architecture than variant {variant.key}")
+    protocol = plan.setting.protocol
+    t0 = time.perf_counter()
+    context = {"ablation": plan.ablation.name, "variant": variant.key, "seed": seed}
+    result, paths = evaluate_detector(
+        detector, plan.eval_split, out / f"eval_{protocol}", protocol, progress=plan.progress, **context
+    )
+    eval_seconds = time.perf_counter() - t0
+    train_record = json.loads((out / "train_record.json").read_text())
+    record = {
+        "ablation": plan.ablation.name,
+        "description": plan.ablation.description,
+        "field": plan.ablation.field,
+        "variant": variant.key,
+        "label": variant.label,
+        "value": variant.value,
+        "baseline": variant.baseline,
+        "order": [v.key for v in plan.variants].index(variant.key),
+        "seed": seed,
+        "setting": plan.setting.name,
+        "setting_note": plan.setting.note,
+        "paper_rows": list(plan.ablation.paper_rows),
+        "synthetic": plan.synthetic,
+        "train_data": plan.train_label,
+        "eval_data": plan.eval_split.label,
+        "protocol": protocol,
+        "key": run_key(plan, variant),
+        # AP as fractions in [0, 1] (the tables show percent, as the paper does)
+        "metrics": {**result.ap, "hard_map": result.hard_map_50_95},
+        "iou": result.iou,
+        "counts": dict(result.counts),
+        "curves": {s: {"recall": _curve(c.recall), "precision": _curve(c.precision)} for s, c in result.curves.items()},
+        "model_cfg": to_dict(variant.model),
+        "model_cfg_hash": config_hash(variant.model),
+        "train_cfg": to_dict(variant.train),
+        "train_cfg_hash": config_hash(variant.train),
+        "train": {
+            "iterations": train_record["iterations"],
+            "image_size": variant.train.augment.image_size,
+            "batch_size": variant.train.batch_size,
+            "world_size": train_record["world_size"],
+            "device": train_record["device"],
+            "wall_s": train_seconds,  # None when trained by an earlier invocation (see train_record.json)
+            "final_losses": train_record["final_losses"],
+            "run_dir": str(out),
+        },
+        "eval": {"wall_s": eval_seconds, "results": str(paths["json"])},
+        "provenance": provenance(ablation=plan.ablation.name, variant=variant.key, seed=seed),
+    }
+    del detector
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return write_json(record_path(plan, variant, seed), record)
+
+
+def run(plan: Plan) -> list[Path]:
+    """Train every missing (variant, seed), then (rank 0) evaluate and record each; returns the record paths."""
+    import torch.distributed as dist
+
+    seconds = train_all(plan)
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()  # the trainings are done; evaluation needs no collective
+    if int(os.environ.get("RANK", "0")) != 0:
+        return []
+    paths = []
+    for seed in plan.setting.seeds:
+        for variant in plan.variants:
+            path = record_path(plan, variant, seed)
+            if finished_record(plan, variant, seed):
+                print(f"[{plan.ablation.name}] {variant.key} seed {seed}: record exists, skipped ({path})")
+            else:
+                path = evaluate_one(plan, variant, seed, seconds.get((variant.key, seed)))
+                ap = json.loads(path.read_text())["metrics"]
+                scores = " ".join(f"{m} {ap[m]:.4f}" for m in ("easy", "medium", "hard", "hard_map"))
+                print(f"[{plan.ablation.name}] {variant.key} seed {seed}: {scores}", flush=True)
+            paths.append(path)
+    return paths
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ablations.run", description=__doc__.splitlines()[0])
+    p.add_argument("ablation", choices=sorted(ABLATIONS), help="which ablation table")
+    p.add_argument("--setting", choices=["cpu", "paper"], default="cpu", help="base setting (default: cpu)")
+    p.add_argument("--data-root", type=Path, help="training split: images/ + label.txt (default: SynthFace)")
+    p.add_argument("--val-root", type=Path, help="evaluation split in the WIDER layout (with --data-root)")
+    p.add_argument("--gt", type=Path, help="folder of the official .mat files, if not under --val-root")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="base architecture (default: the setting's)")
+    p.add_argument("--epochs", type=float, help="training length in epochs (replaces the setting's iterations)")
+    p.add_argument("--max-iterations", type=int, help="training length in iterations")
+    p.add_argument("--batch-size", type=int, help="global batch size")
+    p.add_argument("--image-size", type=int, help="training input side")
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS), help="test protocol (default: the setting's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun each process takes LOCAL_RANK)")
+    p.add_argument("--workers", type=int, default=2, help="data loader workers per training process")
+    p.add_argument("--pretrained-backbone", type=Path, help="local ImageNet backbone weights")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between resumable checkpoints")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/ablations)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-table", action="store_true", help="do not build the table at the end")
+    return p
+
+
+def configure(args: argparse.Namespace) -> Setting:
+    """The chosen setting with the command-line overrides (they apply to every row alike)."""
+    ablation = ABLATIONS[args.ablation]
+    setting = ablation.setting(args.setting)
+    train = setting.train
+    if args.epochs is not None:
+        train = dataclasses.replace(train, epochs=args.epochs, max_iterations=None)
+    if args.max_iterations is not None:
+        train = dataclasses.replace(train, max_iterations=args.max_iterations)
+    if args.batch_size is not None:
+        train = dataclasses.replace(train, batch_size=args.batch_size)
+    if args.image_size is not None:
+        train = dataclasses.replace(train, augment=dataclasses.replace(train.augment, image_size=args.image_size))
+    changes: dict[str, Any] = {"train": train}
+    if args.preset is not None:
+        changes["preset"] = args.preset
+    if args.seeds is not None:
+        changes["seeds"] = tuple(args.seeds)
+    if args.protocol is not None:
+        changes["protocol"] = args.protocol
+    if args.data_root is not None:
+        changes["data"] = None
+    try:
+        return dataclasses.replace(setting, **changes)
+    except ValueError as exc:
+        raise RetinaError(str(exc)) from None
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    setting = configure(args)
+    if setting.data is None:
+        if args.data_root is None or args.val_root is None:
+            raise RetinaError(f"the {setting.name} setting trains on real data: pass --data-root (images/ + "
+                              "label.txt) and --val-root (WIDER-layout val with ground truth)")  # fmt: skip
+        train_data = SplitPaths.from_root(args.data_root)
+        train_label = f"RetinaFace-layout train split {args.data_root}"
+        eval_split = EvalSplit.from_root(args.val_root, args.gt)
+        data_id = {"train": str(args.data_root.resolve()), "val": str(eval_split.images.resolve())}
+        synthetic = False
+    else:
+        if args.val_root is not None:
+            raise RetinaError("--val-root needs --data-root (the default data is the SynthFace pair)")
+        train_dir, val_dir = synth_pair(setting.data)
+        train_data, train_label = SplitPaths.from_root(train_dir), f"{setting.data.label}, train split"
+        eval_split = EvalSplit.from_root(val_dir, label=f"{setting.data.label}, val split")
+        data_id = {"synth": setting.data.cfg.to_dict(), "seed": setting.data.seed}
+        synthetic = True
+    preset(setting.preset)
+    return Plan(
+        ablation=ABLATIONS[args.ablation],
+        setting=setting,
+        train_data=train_data,
+        train_label=train_label,
+        eval_split=eval_split,
+        data_id=data_id,
+        synthetic=synthetic,
+        out=args.out / args.ablation,
+        device=args.device,
+        workers=args.workers,
+        checkpoint_every=args.checkpoint_every,
+        pretrained_backbone=args.pretrained_backbone,
+        progress=not args.no_progress,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        plan = make_plan(args)
+        paths = run(plan)
+        if paths and not args.no_table:
+            from reports.ablation_table import build
+
+            written = build(plan.out)
+            print(written["md"].read_text())
+            print("written: " + ", ".join(str(p) for p in written.values()))
+    except RetinaError as exc:
+        print(f"ablations.run: error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[{args.ablation}] wall time {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

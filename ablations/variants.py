@@ -1,0 +1,224 @@
+"""The ablation tables as data: named variants derived from one base setting with ``dataclasses.replace``.
+
+An :class:`Ablation` names one field (a dotted path into the model or training config, e.g.
+``train.loss.w_landmarks``) and the values its rows take; everything else is the :class:`Setting`'s and is
+therefore identical across rows: architecture preset, schedule, data, test protocol and seeds. Each
+ablation has two settings:
+
+- ``cpu``: the default, a smoke-scale ablation on synthetic data (a dedicated small SynthFace pair,
+  MobileNet-0.25, small inputs, a few hundred iterations) sized so that a whole session with 3 seeds
+  finishes in about 20 minutes on 2 CPU cores. Its numbers say whether the switch matters *on this
+  synthetic data at this budget*; they are not a reproduction of the paper.
+- ``paper``: the paper's setting (arXiv 1905.00641 section 4.1): ResNet-50 paper layout (P2-P6, shared
+  heads), the paper recipe (80 epochs, batch 32, 640 px crops), on real WIDER FACE given by flags.
+
+The paper's own Table 3 rows are kept here as reference facts (:data:`PAPER_TABLE3`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from retina.config import PRESETS, TRAIN_PRESETS, AugmentCfg, DetectorCfg, TrainCfg, preset
+from retina.data.synth_config import SynthCfg
+from retina.protocols import PROTOCOLS
+
+# arXiv 1905.00641 Table 3 (WIDER FACE val; AP in %, "mAP" = hard AP averaged over IoU 0.5:0.05:0.95), as
+# transcribed in docs/reference.md. Rows are cumulative: "+DCN" is FPN+Context with DCN, "+Lpts" adds the
+# landmark loss on top of "+DCN" (the paper's text: landmarks raise hard AP by 0.408 = 91.694 - 91.286).
+PAPER_SOURCE = "RetinaFace paper (arXiv 1905.00641) Table 3, WIDER FACE val"
+PAPER_TABLE3: MappingProxyType[str, MappingProxyType[str, float]] = MappingProxyType(
+    {
+        row: MappingProxyType(dict(zip(("easy", "medium", "hard", "hard_map"), values, strict=True)))
+        for row, values in {
+            "FPN+Context": (95.532, 95.134, 90.714, 50.842),
+            "+DCN": (96.349, 95.833, 91.286, 51.522),
+            "+Lpts": (96.467, 96.075, 91.694, 52.297),
+            "+Lpixel": (96.413, 95.864, 91.276, 51.492),
+            "+Lpts +Lpixel": (96.942, 96.175, 91.857, 52.318),
+        }.items()
+    }
+)
+
+# The CPU setting's data: smaller images than the default pair (384 wide), so that generating, training
+# and evaluating at the original size all fit the budget; faces 8-160 px, up to 24 per image.
+SYNTH_ABLATION = SynthCfg(
+    width=384,
+    height_range=(288, 512),
+    face_px_range=(8.0, 160.0),
+    faces_range=(1, 24),
+    distractors_range=(1, 6),
+    back_heads_range=(0, 2),
+    train_images=400,
+    val_images=150,
+)
+
+
+@dataclass(frozen=True)
+class SynthData:
+    """A SynthFace train/val pair generated on first use and cached (``ablations.run.synth_pair``)."""
+
+    cfg: SynthCfg
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return (
+            f"SynthFace ablation pair (synthetic data; {self.cfg.train_images} train / {self.cfg.val_images} val "
+            f"images, {self.cfg.width} px wide, seed {self.seed})"
+        )
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Everything the rows of an ablation share. ``data`` None: the user passes real data by flags."""
+
+    name: str
+    preset: str  # base architecture (``retina.config.PRESETS``)
+    train: TrainCfg  # base training config (seed set per run)
+    data: SynthData | None
+    protocol: str = "original"  # the one named test protocol of every row
+    seeds: tuple[int, ...] = (0, 1, 2)
+    note: str = ""  # printed above the table
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(f"unknown preset {self.preset!r}; choose one of {sorted(PRESETS)}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be non-empty and distinct, got {self.seeds}")
+
+    @property
+    def model(self) -> DetectorCfg:
+        return preset(self.preset)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: ``key`` names its files, ``label`` its row (the paper's row names where they apply)."""
+
+    key: str
+    label: str
+    value: Any  # the ablated field's value
+    model: DetectorCfg
+    train: TrainCfg
+    baseline: bool
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One field, the (key, label, value) of each row (the first is the baseline), and two settings.
+
+    ``field`` is ``model.<path>`` (into :class:`DetectorCfg`) or ``train.<path>`` (into :class:`TrainCfg`).
+    ``paper_rows`` names the two rows of :data:`PAPER_TABLE3` whose difference the ablation mirrors.
+    """
+
+    name: str
+    field: str
+    rows: tuple[tuple[str, str, Any], ...]
+    paper_rows: tuple[str, str]
+    cpu: Setting
+    paper: Setting
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        root, *path = self.field.split(".")
+        if root not in ("model", "train") or not path:
+            raise ValueError(f"ablation field must be model.<path> or train.<path>, got {self.field!r}")
+        if len(self.rows) < 2 or len({k for k, _, _ in self.rows}) != len(self.rows):
+            raise ValueError("an ablation needs >= 2 rows with distinct keys")
+        if any(r not in PAPER_TABLE3 for r in self.paper_rows):
+            raise ValueError(f"paper rows {self.paper_rows} not in Table 3 ({list(PAPER_TABLE3)})")
+        for s in (self.cpu, self.paper):
+            self.variants(s)  # every row must be a valid config: fail at import, not hours into training
+
+    def setting(self, name: str) -> Setting:
+        if name not in ("cpu", "paper"):
+            raise ValueError(f"unknown setting {name!r}; choose cpu or paper")
+        return self.cpu if name == "cpu" else self.paper
+
+    def variants(self, setting: Setting) -> tuple[Variant, ...]:
+        """The rows under ``setting``: its model and training configs with the ablated field replaced."""
+        root, *path = self.field.split(".")
+        out = []
+        for i, (key, label, value) in enumerate(self.rows):
+            model, train = setting.model, setting.train
+            if root == "model":
+                model = replace_path(model, path, value)
+            else:
+                train = replace_path(train, path, value)
+            out.append(Variant(key, label, value, model, train, baseline=i == 0))
+        return tuple(out)
+
+
+def replace_path(cfg: Any, path: list[str] | tuple[str, ...], value: Any) -> Any:
+    """``cfg`` with the field at ``path`` (nested frozen dataclasses) set to ``value``, by ``dataclasses.replace``.
+
+    The replaced configs are validated again (``__post_init__``); an unknown name is a ``ValueError``.
+    """
+    name, *rest = path
+    if not dataclasses.is_dataclass(cfg) or name not in {f.name for f in dataclasses.fields(cfg)}:
+        raise ValueError(f"{type(cfg).__name__} has no field {name!r}")
+    old = getattr(cfg, name)
+    if rest:
+        return dataclasses.replace(cfg, **{name: replace_path(old, rest, value)})
+    if type(old) is float and type(value) is int:
+        value = float(value)
+    if old is not None and value is not None and type(value) is not type(old):  # a typo'd value, not a variant
+        raise ValueError(f"{type(cfg).__name__}.{name} is {type(old).__name__}, got {value!r}")
+    return dataclasses.replace(cfg, **{name: value})
+
+
+def _cpu_train(iterations: int, image_size: int, batch_size: int) -> TrainCfg:
+    base = TRAIN_PRESETS["synth-cpu"]  # the paper's losses and schedule shape
+    return dataclasses.replace(
+        base,
+        recipe="ablation-cpu",
+        batch_size=batch_size,
+        max_iterations=iterations,
+        augment=dataclasses.replace(base.augment, image_size=image_size),
+    )
+
+
+CPU_NOTE = (
+    "CPU setting: a smoke-scale ablation on synthetic data (SynthFace), MobileNet-0.25 trained from scratch "
+    "for a few hundred iterations; it is not a reproduction of the paper, and its AP is not comparable to "
+    "WIDER FACE numbers."
+)
+PAPER_NOTE = "Paper setting (arXiv 1905.00641 section 4.1): ResNet-50, paper recipe, on the data given by flags."
+
+_PAPER_SETTING = Setting(
+    name="paper",
+    preset="resnet50-paper",
+    train=dataclasses.replace(TRAIN_PRESETS["paper"], augment=AugmentCfg(image_size=640)),
+    data=None,
+    note=PAPER_NOTE,
+)
+
+ABLATIONS: MappingProxyType[str, Ablation] = MappingProxyType(
+    {
+        "landmarks": Ablation(
+            name="landmarks",
+            field="train.loss.w_landmarks",
+            rows=(("no_lpts", "FPN+Context (w_pts 0)", 0.0), ("lpts", "+Lpts (w_pts 0.1)", 0.1)),
+            paper_rows=("+DCN", "+Lpts"),
+            cpu=Setting("cpu", "mobilenet0.25", _cpu_train(500, 256, 8), SynthData(SYNTH_ABLATION), note=CPU_NOTE),
+            paper=_PAPER_SETTING,
+            description="landmark supervision: the five-landmark loss weight 0 (off) vs 0.1 (the paper's)",
+        ),
+        "dcn": Ablation(
+            name="dcn",
+            field="model.neck.dcn",
+            rows=(("no_dcn", "FPN+Context", False), ("dcn", "+DCN", True)),
+            paper_rows=("FPN+Context", "+DCN"),
+            # DCN makes a CPU training step about 10x slower: this ablation gets its own, smaller budget.
+            cpu=Setting("cpu", "mobilenet0.25", _cpu_train(150, 256, 8), SynthData(SYNTH_ABLATION), note=CPU_NOTE),
+            paper=_PAPER_SETTING,
+            description="deformable convolution (DCNv2) in the FPN merge and context convs: off vs on",
+        ),
+    }
+)

@@ -1,0 +1,274 @@
+"""The ablation table in the shape of the paper's Table 3, built from the runner's records alone.
+
+    python -m reports.ablation_table results/ablations/landmarks
+
+Reads ``<folder>/records/*.json`` (one per variant and seed, written by :mod:`ablations.run`) and writes
+``table.md``, ``table.csv``, ``table.json`` (the summary with provenance) and ``pr_curves.png`` (every
+seed's PR curve, overlaid by variant) into ``<folder>``. AP is shown in percent as in the paper: per variant
+the mean and sample standard deviation (n-1) over seeds, and the difference to the baseline as the mean and
+standard deviation of the per-seed paired differences (variant minus baseline trained with the same seed).
+The paper's own rows are printed beside it, labelled as WIDER FACE numbers. pandas + matplotlib only.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ablations.variants import PAPER_SOURCE, PAPER_TABLE3
+from retina.errors import RetinaError
+from retina.results import provenance, write_bytes, write_json, write_text
+
+METRICS = ("easy", "medium", "hard", "hard_map")
+HEADERS = {"easy": "easy", "medium": "medium", "hard": "hard", "hard_map": "mAP (hard)"}
+SETTINGS = ("easy", "medium", "hard")
+REQUIRED = ("ablation", "setting", "variant", "label", "order", "baseline", "seed", "metrics", "curves", "train")
+
+
+def load_records(folder: str | Path) -> list[dict[str, Any]]:
+    """Every ``records/*.json`` under ``folder``, sorted by (variant order, seed)."""
+    paths = sorted((Path(folder) / "records").glob("*.json"))
+    if not paths:
+        raise RetinaError(f"no records in {Path(folder) / 'records'} (run python -m ablations.run first)")
+    records = []
+    for path in paths:
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise RetinaError(f"{path}: not a JSON record ({exc})") from None
+        missing = [k for k in REQUIRED if k not in record]
+        if missing:
+            raise RetinaError(f"{path}: not an ablation record (missing {', '.join(missing)})")
+        records.append(record)
+    if len({(r["ablation"], r["setting"]) for r in records}) != 1:
+        raise RetinaError(f"{folder}: records of several ablations or settings are mixed")
+    return sorted(records, key=lambda r: (r["order"], r["seed"]))
+
+
+def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per (variant, seed): variant, label, order, baseline, seed and the metrics in percent."""
+    rows = [
+        {"variant": r["variant"], "label": r["label"], "order": r["order"], "baseline": r["baseline"],
+         "seed": r["seed"], **{m: 100.0 * r["metrics"][m] for m in METRICS}}
+        for r in records
+    ]  # fmt: skip
+    df = pd.DataFrame(rows)
+    if df.duplicated(["variant", "seed"]).any():
+        raise RetinaError("two records for the same (variant, seed)")
+    if df["baseline"].sum() == 0 or df.loc[df["baseline"], "variant"].nunique() != 1:
+        raise RetinaError("the records need exactly one baseline variant")
+    return df
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Per variant (in table order): n seeds, ``<m>_mean``, ``<m>_std``, ``<m>_diff``, ``<m>_diff_std``.
+
+    Differences are paired by seed (seeds present in both the variant and the baseline); std is the sample
+    standard deviation (ddof=1), NaN with one seed. The baseline's differences are 0 by definition.
+    """
+    base = df.loc[df["baseline"], ["seed", *METRICS]]
+    out = []
+    for (_, variant), g in df.groupby(["order", "variant"], sort=True):
+        row: dict[str, Any] = {"variant": variant, "label": g["label"].iloc[0], "baseline": bool(g["baseline"].iloc[0]),
+                               "n": len(g), "seeds": " ".join(map(str, sorted(g["seed"])))}  # fmt: skip
+        paired = g.merge(base, on="seed", suffixes=("", "_base"))  # inner join: seeds in both
+        row["n_paired"] = len(paired)
+        for m in METRICS:
+            row[f"{m}_mean"] = g[m].mean()
+            row[f"{m}_std"] = g[m].std(ddof=1)
+            diffs = paired[m] - paired[f"{m}_base"]
+            row[f"{m}_diff"] = diffs.mean() if len(diffs) else np.nan
+            row[f"{m}_diff_std"] = diffs.std(ddof=1)
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def paper_frame(pair: Sequence[str]) -> pd.DataFrame:
+    """The paper's Table 3 rows (percent); ``<m>_diff`` only on the row the ablation mirrors (vs ``pair[0]``)."""
+    rows = []
+    for label, values in PAPER_TABLE3.items():
+        row: dict[str, Any] = {"label": label, **{f"{m}_mean": values[m] for m in METRICS}}
+        for m in METRICS:
+            row[f"{m}_diff"] = values[m] - PAPER_TABLE3[pair[0]][m] if label == pair[1] else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pm(mean: float, std: float, signed: bool = False) -> str:
+    if np.isnan(mean):
+        return "–"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    return text if np.isnan(std) else f"{text} ± {std:.2f}"
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _setting_lines(r: dict[str, Any]) -> list[str]:
+    train = r["train"]
+    return [
+        f"- ablated field: `{r['field']}`; everything else identical across rows (data, schedule, seeds, protocol)",
+        f"- model: `{r['model_cfg']['name']}` preset; training: {train['iterations']} iterations, global batch "
+        f"{train['batch_size']}, {train['image_size']} px crops, recipe `{r['train_cfg']['recipe']}`, "
+        f"{train['world_size']} process(es) on {train['device']}",
+        f"- training data: {r['train_data']}",
+        f"- evaluation data: {r['eval_data']}; test protocol `{r['protocol']}`; AP at IoU {r['iou']:g} "
+        "(official WIDER FACE protocol); mAP (hard): hard AP averaged over IoU 0.5:0.05:0.95",
+    ]
+
+
+def markdown(records: Sequence[dict[str, Any]], summary: pd.DataFrame, df: pd.DataFrame) -> str:
+    first = records[0]
+    synthetic = "synthetic data" if first["synthetic"] else "real data"
+    lines = [f"# Ablation `{first['ablation']}` ({first['setting']} setting, {synthetic})", ""]
+    lines += [f"{first['description']}.", ""]
+    if first["setting_note"]:
+        lines += [f"**{first['setting_note']}**", ""]
+    lines += [*_setting_lines(first), ""]
+    lines += ["AP in %: mean ± sample std over seeds; Δ: mean ± std of the per-seed paired difference to the "
+              "baseline (first row), same seed.", ""]  # fmt: skip
+    header = ["method", "seeds", *(HEADERS[m] for m in METRICS), *(f"Δ {HEADERS[m]}" for m in METRICS)]
+    rows = []
+    for _, s in summary.iterrows():
+        cells = [s["label"], str(s["n"])] + [_pm(s[f"{m}_mean"], s[f"{m}_std"]) for m in METRICS]
+        if s["baseline"]:
+            cells += ["(baseline)"] + [""] * (len(METRICS) - 1)
+        else:
+            cells += [_pm(s[f"{m}_diff"], s[f"{m}_diff_std"], signed=True) for m in METRICS]
+        rows.append(cells)
+    lines += [*_md_table(header, rows), "", "Per seed (AP %):", ""]
+    per_seed = [[r["label"], str(r["seed"]), *(f"{r[m]:.2f}" for m in METRICS)] for _, r in df.iterrows()]
+    lines += [*_md_table(["method", "seed", *(HEADERS[m] for m in METRICS)], per_seed), ""]
+    pair = first["paper_rows"]
+    lines += [f"## Reference: {PAPER_SOURCE} (paper numbers, not measured here, not comparable with the rows "
+              "above)", ""]  # fmt: skip
+    paper = paper_frame(pair)
+    lines += _md_table(
+        ["method (paper)", *(HEADERS[m] for m in METRICS)],
+        [[p["label"], *(f"{p[f'{m}_mean']:.3f}" for m in METRICS)] for _, p in paper.iterrows()],
+    )
+    mirrored = paper[paper["label"] == pair[1]].iloc[0]
+    diffs = ", ".join(f"{HEADERS[m]} {mirrored[f'{m}_diff']:+.3f}" for m in METRICS)
+    lines += ["", f"The paper's rows are cumulative; this ablation mirrors `{pair[0]}` -> `{pair[1]}`: {diffs}.", ""]
+    lines += _footer(records)
+    return "\n".join(lines) + "\n"
+
+
+def _footer(records: Sequence[dict[str, Any]]) -> list[str]:
+    times: dict[str, list[float]] = {}
+    for r in records:
+        if r["train"]["wall_s"] is not None:
+            times.setdefault(r["label"], []).append(r["train"]["wall_s"])
+    lines = []
+    if times:
+        parts = [f"{k} {np.mean(v):.0f} s ({len(v)} runs)" for k, v in times.items()]
+        lines.append("Mean training wall time per run: " + "; ".join(parts) + ".")
+    ev = [r["eval"]["wall_s"] for r in records]
+    lines.append(f"Mean evaluation wall time per run: {np.mean(ev):.0f} s.")
+    commits = sorted({f"{r['provenance']['git']['commit']}{' (dirty)' if r['provenance']['git']['dirty'] else ''}"
+                      for r in records})  # fmt: skip
+    machine = records[0]["provenance"]["machine"]
+    lines.append(f"Records: {len(records)}; code: {', '.join(commits)}; machine: {machine['processor']}, "
+                 f"{machine['cpu_count']} CPUs. Built by reports/ablation_table.py from records/*.json.")  # fmt: skip
+    return lines
+
+
+def csv_text(records: Sequence[dict[str, Any]], summary: pd.DataFrame) -> str:
+    """Our rows then the paper's, one CSV table (percent); ``source`` says which is which."""
+    first = records[0]
+    ours = summary.assign(source="measured (this suite)", data=first["eval_data"], protocol=first["protocol"],
+                          setting=first["setting"], synthetic=first["synthetic"])  # fmt: skip
+    paper = paper_frame(first["paper_rows"]).assign(source=PAPER_SOURCE, data="WIDER FACE val", synthetic=False)
+    columns = ["source", "setting", "data", "synthetic", "protocol", "variant", "label", "n", "seeds"]
+    columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "diff", "diff_std")]
+    table = pd.concat([ours, paper], ignore_index=True).reindex(columns=columns).astype({"n": "Int64"})
+    return table.to_csv(index=False, float_format="%.4f")
+
+
+def curves_png(records: Sequence[dict[str, Any]]) -> bytes:
+    """Precision vs recall per setting (easy, medium, hard), every seed's curve, one colour per variant."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15.0, 4.8), dpi=110)
+    axes = fig.subplots(1, len(SETTINGS))
+    labels = list(dict.fromkeys(r["label"] for r in records))
+    colours = {label: f"C{k}" for k, label in enumerate(labels)}
+    for ax, setting in zip(axes, SETTINGS, strict=True):
+        for label in labels:
+            runs = [r for r in records if r["label"] == label]
+            for k, r in enumerate(runs):
+                curve = r["curves"][setting]
+                rec = np.array(curve["recall"], float)
+                prec = np.array([np.nan if p is None else p for p in curve["precision"]], float)
+                shown = ~np.isnan(prec)
+                ap = np.mean([100 * x["metrics"][setting] for x in runs])
+                name = f"{label}: AP {ap:.2f} (mean of {len(runs)})" if k == 0 else None
+                ax.plot(rec[shown], prec[shown], color=colours[label], linewidth=1.2, alpha=0.8, label=name)
+        ax.set_title(f"{setting} (one line per seed)")
+        ax.set_xlabel("Recall")
+        ax.set_ylabel("Precision")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.grid(True, linestyle=":")
+        ax.legend(loc="lower left", fontsize=8)
+    first = records[0]
+    data = "synthetic SynthFace" if first["synthetic"] else first["eval_data"]
+    fig.suptitle(f"Ablation {first['ablation']} ({first['setting']} setting, {data}, protocol {first['protocol']})")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def build(folder: str | Path) -> dict[str, Path]:
+    """Write table.md, table.csv, table.json and pr_curves.png into ``folder``; returns their paths."""
+    folder = Path(folder)
+    records = load_records(folder)
+    df = frame(records)
+    summary = summarize(df)
+    first = records[0]
+    summary_json = {
+        "ablation": first["ablation"],
+        "setting": first["setting"],
+        "synthetic": first["synthetic"],
+        "eval_data": first["eval_data"],
+        "protocol": first["protocol"],
+        "unit": "AP in percent",
+        "summary": json.loads(summary.to_json(orient="records")),  # NaN -> null
+        "paper_reference": {"source": PAPER_SOURCE, "rows": first["paper_rows"]},
+        "provenance": provenance(
+            builder="reports.ablation_table", records=[f"{r['variant']}__seed{r['seed']}" for r in records]
+        ),
+    }
+    return {
+        "md": write_text(folder / "table.md", markdown(records, summary, df)),
+        "csv": write_text(folder / "table.csv", csv_text(records, summary)),
+        "json": write_json(folder / "table.json", summary_json),
+        "png": write_bytes(folder / "pr_curves.png", curves_png(records)),
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m reports.ablation_table RESULTS_FOLDER (e.g. results/ablations/dcn)", file=sys.stderr)
+        return 2
+    try:
+        for path in build(args[0]).values():
+            print(path)
+    except RetinaError as exc:
+        print(f"reports.ablation_table: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
