@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="generate here (and keep) instead of a temporary folder")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "benchmarks" / "synth_speed.json")
     args = p.parse_args(argv)
+    prov = provenance()  # before the run: the code that ran, not what the tree became meanwhile
     with tempfile.TemporaryDirectory() as tmp:
         target = args.keep if args.keep is not None else Path(tmp) / args.split
         start = time.perf_counter()
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_user_seconds_all_processes": round(cpu, 2),
         "load_average_at_end": list(os.getloadavg()),
         "split": stats,
-        "provenance": provenance(),
+        "provenance": prov,
     }
     write_json(args.out, record)
     print(

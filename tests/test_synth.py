@@ -14,7 +14,7 @@ import torch
 
 from retina.cli import main
 from retina.data.synth import PRESETS, SynthCfg, default_split, generate_split, read_meta
-from retina.data.synth_config import difficulty, settings_of
+from retina.data.synth_config import difficulty, settings_of, wider_attributes
 from retina.data.synth_sheet import contact_sheet
 from retina.data.widerface import load_ground_truth, read_retinaface_labels
 from retina.errors import RetinaError
@@ -146,7 +146,7 @@ def test_difficulty_rule_by_hand():
     assert difficulty(60, 0.0, 0.0, 10, 5) == "easy"
     assert difficulty(39, 0.0, 0.0, 10, 5) == "medium"
     assert difficulty(60, 0.3, 0.0, 10, 5) == "medium"
-    assert difficulty(60, 0.0, 0.05, 10, 5) == "medium"
+    assert difficulty(60, 0.0, 0.02, 10, 5) == "medium"
     assert difficulty(60, 0.0, 0.0, 70, 5) == "medium"
     assert difficulty(60, 0.0, 0.0, 10, 28) == "medium"
     assert difficulty(19, 0.0, 0.0, 0, 0) == "hard"
@@ -156,6 +156,11 @@ def test_difficulty_rule_by_hand():
     assert difficulty(9, 0.0, 0.0, 0, 0) is None
     assert difficulty(60, 0.8, 0.0, 0, 0) is None
     assert settings_of("easy") == ("easy", "medium", "hard") and settings_of(None) == ()
+    names = ("blur", "expression", "illumination", "invalid", "occlusion", "pose")
+    assert wider_attributes("easy", 0.0, 0.01, 0.2, (5, 10, -5), (0.7, 0.3)) == dict.fromkeys(names, 0)
+    extreme = wider_attributes(None, 0.5, 0.1, 0.9, (0, 70, 0), (1.4, 0.1))
+    assert extreme == {"blur": 2, "expression": 1, "illumination": 1, "invalid": 1, "occlusion": 2, "pose": 1}
+    assert wider_attributes("hard", 0.2, 0.03, 0.0, (0, 0, 30), (0.1, 0.2))["illumination"] == 1  # too dark
 
 
 def test_config_validation():

@@ -6,8 +6,8 @@ other people, objects or the image border), ``blur`` the effective blur standard
 ``h``, ``yaw`` and ``pitch`` in degrees:
 
 - hard:   ``h >= 10`` and ``occ <= 0.7``
-- medium: hard and ``h >= 20`` and ``occ <= 0.5`` and ``blur <= 0.08`` and ``|yaw| <= 75``
-- easy:   medium and ``h >= 40`` and ``occ <= 0.25`` and ``blur <= 0.03`` and ``|yaw| <= 60`` and
+- medium: hard and ``h >= 20`` and ``occ <= 0.5`` and ``blur <= 0.05`` and ``|yaw| <= 75``
+- easy:   medium and ``h >= 40`` and ``occ <= 0.25`` and ``blur <= 0.015`` and ``|yaw| <= 60`` and
   ``|pitch| <= 25``
 
 A face in none of them (smaller than 10 px or more than 70% hidden) stays in the ground truth, as
@@ -118,9 +118,9 @@ def difficulty(height: float, occlusion: float, blur_rel: float, yaw_deg: float,
     """The easiest setting a face counts in ("easy", "medium", "hard"), or None (see module docstring)."""
     if height < 10 or occlusion > 0.7:
         return None
-    if height < 20 or occlusion > 0.5 or blur_rel > 0.08 or abs(yaw_deg) > 75:
+    if height < 20 or occlusion > 0.5 or blur_rel > 0.05 or abs(yaw_deg) > 75:
         return "hard"
-    if height < 40 or occlusion > 0.25 or blur_rel > 0.03 or abs(yaw_deg) > 60 or abs(pitch_deg) > 25:
+    if height < 40 or occlusion > 0.25 or blur_rel > 0.015 or abs(yaw_deg) > 60 or abs(pitch_deg) > 25:
         return "medium"
     return "easy"
 
@@ -135,22 +135,24 @@ def wider_attributes(
     occlusion: float,
     blur_rel: float,
     expression: float,
-    yaw: float,
-    pitch: float,
-    roll: float,
-    light_level: float,
+    pose_deg: tuple[float, float, float],
+    light: tuple[float, float],
 ) -> dict[str, int]:
     """WIDER FACE's per-face labels (the official .mat ``*_label_list``) derived from exact values.
 
-    blur 0 clear / 1 normal / 2 heavy (relative blur <= 0.03, <= 0.08, more); occlusion 0 none / 1 partial /
-    2 heavy (< 1%, <= 30%, more); expression 1 when an expression coefficient exceeds 0.6; illumination
-    1 when the light level (ambient + direct intensity) is below 0.45 or above 1.5; pose 1 (atypical) when
-    |yaw| > 60 or |pitch| > 25 or |roll| > 25 degrees; invalid 1 for faces in no setting.
+    blur 0 clear / 1 normal / 2 heavy (relative blur <= 0.015, <= 0.05, more, as in the difficulty rule);
+    occlusion 0 none / 1 partial / 2 heavy (< 1%, <= 30%, more); expression 1 when an expression
+    coefficient exceeds 0.6; illumination 1 (extreme) when the ambient level is under 0.15 or ambient plus
+    direct light is under 0.45 or over 1.45 (``light`` = mean direct, mean ambient); pose 1 (atypical)
+    when |yaw| > 60 or |pitch| > 25 or |roll| > 25 degrees (``pose_deg`` = pitch, yaw, roll); invalid 1
+    for faces in no setting.
     """
+    pitch, yaw, roll = pose_deg
+    direct, ambient = light
     return {
-        "blur": 0 if blur_rel <= 0.03 else 1 if blur_rel <= 0.08 else 2,
+        "blur": 0 if blur_rel <= 0.015 else 1 if blur_rel <= 0.05 else 2,
         "expression": int(expression > 0.6),
-        "illumination": int(light_level < 0.45 or light_level > 1.5),
+        "illumination": int(ambient < 0.15 or not 0.45 <= direct + ambient <= 1.45),
         "invalid": int(level is None),
         "occlusion": 0 if occlusion < 0.01 else 1 if occlusion <= 0.3 else 2,
         "pose": int(abs(yaw) > 60 or abs(pitch) > 25 or abs(roll) > 25),
