@@ -387,6 +387,7 @@ def grid_cell(c: Cell, args) -> dict[str, Any]:
         "score_threshold": threshold, "threshold_source": source,
         "candidates": candidate_count(det, image, threshold),
     }  # fmt: skip
+    row["load_avg_1min_before"] = os.getloadavg()[0]  # other processes' load: > cores means contended timings
     try:
         row.update(time_cell(det, image, threshold, args, on_gpu))
         if on_gpu:
@@ -398,6 +399,7 @@ def grid_cell(c: Cell, args) -> dict[str, Any]:
             row["peak_rss_note"] = "since cell start" if rss_reset else "unavailable"
     except torch.cuda.OutOfMemoryError:
         row["error"] = "out of GPU memory"
+    row["load_avg_1min_after"] = os.getloadavg()[0]
     label = f"{c.preset:16s} {c.size:4s} {c.setting:9s} {c.backend:6s}"
     print(f"{label} e2e {row.get('e2e_ms', float('nan')):9.1f} ms (cpu {row.get('e2e_cpu_ms', float('nan')):.1f})")
     return row
@@ -425,7 +427,8 @@ def machine_tag() -> str:
 
 def write_records(out: Path, kind: str, rows: list[dict[str, Any]], args) -> None:
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    write_json(out / f"{kind}.json", {"provenance": provenance(benchmark=kind, settings=settings), "rows": rows})
+    prov = provenance(benchmark=kind, settings=settings, load_avg_1_5_15min=list(os.getloadavg()))
+    write_json(out / f"{kind}.json", {"provenance": prov, "rows": rows})
     flat = [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]
     columns = list(dict.fromkeys(k for r in flat for k in r))
     lines = [",".join(columns)]
