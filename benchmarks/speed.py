@@ -246,7 +246,7 @@ def time_cell(det: Detector, image: np.ndarray, threshold: float, args, cuda: bo
 
     def stages() -> tuple[dict[str, tuple[float, float]], Any]:
         out: dict[str, tuple[float, float]] = {}
-        x, *out["pre"] = clock(lambda: det.to_tensor([det.prepare(image, Resize())]))
+        x, *out["pre"] = clock(lambda: det.to_tensor([det.prepare(image, Resize())], reuse=True))  # as __call__
         with torch.inference_mode():
             pred, *out["forward"] = clock(lambda: det.forward(x))
             priors, *out["priors"] = clock(lambda: det.priors(hw, pred.boxes.dtype, pred.boxes.device))
