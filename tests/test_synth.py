@@ -17,7 +17,7 @@ from retina.data.synth import PRESETS, SynthCfg, default_split, generate_split, 
 from retina.data.synth_config import difficulty, settings_of, wider_attributes
 from retina.data.synth_sheet import contact_sheet
 from retina.data.widerface import load_ground_truth, read_retinaface_labels
-from retina.errors import RetinaError
+from retina.errors import DataFormatError, RetinaError
 from retina.mesh import FaceParams, build_template, face_shape
 from retina.render import model_to_camera, project
 
@@ -140,6 +140,14 @@ def test_same_seed_same_bytes_other_seed_other_images(split, tmp_path):
 @pytest.mark.slow
 def test_worker_processes_do_not_change_the_files(split, tmp_path):
     assert _hashes(generate_split(tmp_path / "par", TINY, "val", 5, seed=3, workers=2)) == _hashes(split)
+
+
+def test_read_meta_errors_name_file_and_line(tmp_path):
+    with pytest.raises(RetinaError, match=r"no meta\.jsonl"):
+        read_meta(tmp_path)
+    (tmp_path / "meta.jsonl").write_text('{"path": "a/b.jpg", "faces": []}\n{broken\n')
+    with pytest.raises(DataFormatError, match=r"meta\.jsonl:2: not a JSON record"):
+        read_meta(tmp_path)
 
 
 def test_difficulty_rule_by_hand():

@@ -55,7 +55,7 @@ from retina.data.widerface import (
     write_ground_truth,
     write_retinaface_labels,
 )
-from retina.errors import RetinaError
+from retina.errors import DataFormatError, RetinaError
 from retina.results import provenance, write_bytes, write_json, write_text
 
 __all__ = ["PRESETS", "SynthCfg", "default_split", "generate_split", "read_meta"]
@@ -217,7 +217,14 @@ def read_meta(split_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
     path = Path(split_dir) / "meta.jsonl"
     if not path.is_file():
         raise RetinaError(f"not a SynthFace split (no meta.jsonl): {split_dir}")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise DataFormatError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
+    return records
 
 
 def cache_root() -> Path:
