@@ -152,6 +152,7 @@ def generate_split(
             path.write_bytes(jpeg)
             metas.append(meta)
         _write_annotations(tmp, cfg, split, n_images, seed, metas)
+        tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder (and shared cache) should be readable
         if out.exists():  # overwrite: move the old folder aside first, then drop it
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
             os.replace(out, old / "split")

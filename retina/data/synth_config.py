@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from types import MappingProxyType
 
-SYNTH_VERSION = "1"  # bump whenever the same config and seed would give different files
+SYNTH_VERSION = "2"  # bump whenever the same config and seed would give different files
 SPLIT_CODES = MappingProxyType({"train": 0, "val": 1, "test": 2})
 # Event folders (WIDER style "<id>--<Name>") per scene kind, in kind order.
 EVENTS = ("0--Synth_Portrait", "1--Synth_Group", "2--Synth_Crowd", "3--Synth_Street")
