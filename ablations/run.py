@@ -322,6 +322,8 @@ def configure(args: argparse.Namespace) -> Setting:
         changes["protocol"] = args.protocol
     if args.data_root is not None:
         changes["data"] = None
+        if setting.name == "cpu":
+            changes["note"] = "CPU setting (smoke-scale schedule) on the data given by --data-root: not a reproduction."
     try:
         return dataclasses.replace(setting, **changes)
     except ValueError as exc:
