@@ -138,17 +138,6 @@ class Autocast(nn.Module):
         return Predictions(*(t.float() for t in pred))
 
 
-class ChannelsLast(nn.Module):
-    """Feeds the (channels-last) model a channels-last input."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model.to(memory_format=torch.channels_last)
-
-    def forward(self, x: Tensor) -> Predictions:
-        return self.model(x.contiguous(memory_format=torch.channels_last))
-
-
 def load_model(name: str, weights: Path | None, seed: int = 0) -> tuple[nn.Module, str]:
     """(model in eval mode, "real" or "random"); real weights only for the preset they belong to."""
     if weights is not None and weights.is_file():
@@ -227,15 +216,13 @@ def make_detector(model: nn.Module, cfg, setting: str, backend: str, onnx_path: 
         if backend == "onnx":
             assert onnx_path is not None
             return Detector.from_onnx(onnx_path, threads=threads, post=post)
-        return Detector(model, cfg, post=post)
+        return Detector(model, cfg, post=post, channels_last=args.channels_last)
     set_threads(all_cores())
     torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick its fastest kernels (warm-up)
     dtype = {"gpu-fp32": None, "gpu-bf16": torch.bfloat16, "gpu-fp16": torch.float16}[setting]
     fused = fuse_batchnorm(model)
-    if args.channels_last:
-        fused = ChannelsLast(fused)
     wrapped = fused if dtype is None else Autocast(fused, dtype)
-    return Detector(wrapped, cfg, post=post, device="cuda", fuse=False)
+    return Detector(wrapped, cfg, post=post, device="cuda", fuse=False, channels_last=args.channels_last)
 
 
 def time_cell(det: Detector, image: np.ndarray, threshold: float, args, cuda: bool) -> dict[str, Any]:
@@ -381,7 +368,7 @@ def grid_cell(c: Cell, args) -> dict[str, Any]:
         "image": c.image_name, "setting": c.setting, "backend": c.backend,
         "dtype": {"gpu-bf16": "bfloat16", "gpu-fp16": "float16"}.get(c.setting, "float32"),
         "threads": 1 if c.setting == "cpu1" else all_cores(),
-        "channels_last": bool(args.channels_last and on_gpu), "gflop": c.gflop, "batch": 1,
+        "channels_last": bool(args.channels_last and c.backend == "torch"), "gflop": c.gflop, "batch": 1,
         # PyTorch runs "fp32" convolutions in TF32 on Ampere and newer GPUs while this flag is on (its default)
         "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if on_gpu else None,
         "score_threshold": threshold, "threshold_source": source,
@@ -464,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
     grid.add_argument("--budget-s", type=float, default=3.0, help="stop repeating a cell after this (>= min)")
     grid.add_argument("--max-cpu-gflop", type=float, default=80.0, help="skip slower CPU cells (--full: none)")
     grid.add_argument("--full", action="store_true", help="no CPU cell skipped; 10 repetitions minimum")
-    grid.add_argument("--channels-last", action="store_true", help="GPU cells: channels-last memory format")
+    grid.add_argument("--channels-last", action="store_true", help="PyTorch cells: channels-last memory format")
     grid.add_argument("--batches", default="vga:1,8,32;hd:1,8;4k:1,4", help="GPU throughput batch sizes")
     fast.add_argument("--rounds", type=int, default=30, help="interleaved rounds (each times every variant)")
     fast.add_argument("--compile", action="store_true", help="also torch.compile (minutes of compiling)")

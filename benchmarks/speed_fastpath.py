@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.speed import ChannelsLast, load_model, photo_at, set_threads, summary, write_records
+from benchmarks.speed import load_model, photo_at, set_threads, summary, write_records
 from retina.api import Detector
 from retina.coding import decode_boxes, decode_landmarks
 from retina.config import DetectorCfg, PostCfg, preset
@@ -148,7 +148,7 @@ def run_fastpath(args) -> int:
     det = Detector(model, cfg)
     ort_basic = Detector.from_onnx(onnx_path, threads=1, optimization="basic")
     ort_all = Detector.from_onnx(onnx_path, threads=1)
-    det_cl = Detector(ChannelsLast(fuse_batchnorm(model)), cfg, fuse=False)
+    det_cl = Detector(model, cfg, channels_last=True)
     cache = PriorCache(cfg.priors.strides, cfg.priors.sizes)
     cached = lambda hw: cache(hw, torch.float32, torch.device("cpu"))  # noqa: E731
     steps = [
@@ -169,12 +169,11 @@ def run_fastpath(args) -> int:
     }
     x = det.to_tensor([image])
     sep = ort.InferenceSession(str(export_separate_heads(fused, Path(tmp.name) / "separate.onnx")), _one_thread(ort))
-    x_cl = x.contiguous(memory_format=torch.channels_last)
     forward: dict[str, Callable[[], Any]] = {
         "eager, BatchNorm not folded": lambda: _no_grad(model, x),
         "eager, BatchNorm folded, no_grad": lambda: _no_grad(fused, x),
         "eager, BatchNorm folded, inference_mode": lambda: det.forward(x),
-        "eager, channels-last": lambda: det_cl.forward(x_cl),
+        "eager, channels-last (input converted)": lambda: det_cl.forward(x),
         "ONNX Runtime all, separate heads": lambda: sep.run(None, {"images": x.numpy()}),
         "ONNX Runtime all, merged heads": lambda: ort_all.forward(x),
         "ONNX Runtime basic, merged heads": lambda: ort_basic.forward(x),

@@ -84,8 +84,8 @@ class Detector:
     """A ready-to-run detector: model in eval mode (BatchNorm folded), priors cached per input size.
 
     ``model`` is a :class:`~retina.models.detector.RetinaFace` (any ``nn.Module``: put in eval mode, BatchNorm
-    folded unless ``fuse=False``, moved to ``device``) or any other callable with the same contract, e.g. the
-    ONNX Runtime backend of :meth:`from_onnx`, used as given.
+    folded unless ``fuse=False``, moved to ``device``, channels-last memory if ``channels_last``) or any other
+    callable with the same contract, e.g. the ONNX Runtime backend of :meth:`from_onnx`, used as given.
     """
 
     def __init__(
@@ -97,15 +97,21 @@ class Detector:
         protocol: str = "original",
         batch_size: int = 8,
         fuse: bool = True,
+        channels_last: bool = False,
     ) -> None:
         self.cfg = cfg
         self.post = post or PostCfg()
         self.device = torch.device(device)
         self.protocol = protocol
         self.batch_size = batch_size
+        # channels_last (nn.Module models): NHWC weights and inputs; measured faster for eager PyTorch on some
+        # CPUs (benchmarks/speed.py fastpath), so offered, not imposed.
+        self.channels_last = channels_last and isinstance(model, nn.Module)
         if isinstance(model, nn.Module):
             model = model.eval()
             model = (fuse_batchnorm(model) if fuse else model).to(self.device)
+            if self.channels_last:
+                model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.priors = PriorCache(cfg.priors.strides, cfg.priors.sizes)
         mean = torch.tensor(cfg.input.mean, dtype=torch.float32, device=self.device)
@@ -199,6 +205,8 @@ class Detector:
         return buffer
 
     def forward(self, x: Tensor) -> Predictions:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             return self.model(x)
 

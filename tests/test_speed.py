@@ -55,6 +55,18 @@ def test_biubug6_style_baseline_finds_the_same_faces():
     np.testing.assert_allclose(boxes, ours.boxes, atol=1e-2)
 
 
+def test_channels_last_option_gives_the_same_detections():
+    torch.manual_seed(0)
+    model, _ = speed.load_model("mobilenet0.25", None)
+    cfg = preset("mobilenet0.25")
+    image = speed.photo_at(None, (96, 128))[0]
+    speed.spread_random_scores(model, image, cfg)
+    plain, fast = Detector(model, cfg)(image), Detector(model, cfg, channels_last=True)(image)
+    assert len(plain) == len(fast) > 0
+    np.testing.assert_allclose(fast.boxes, plain.boxes, atol=1e-3)
+    np.testing.assert_allclose(fast.scores, plain.scores, atol=1e-5)
+
+
 def test_random_scores_spread_and_threshold_picks_the_count():
     model, kind = speed.load_model("mobilenet0.25", None)
     assert kind == "random"
