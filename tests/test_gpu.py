@@ -52,22 +52,41 @@ def detectors():
     return cpu, Detector(copy.deepcopy(model), cfg, post=post, device="cuda", fuse=False)  # .to() works in place
 
 
+def _unmatched(a, b, iou: float, score: float) -> list[int]:
+    """Detections of ``a`` scoring >= 0.5 without one in ``b`` (threshold 0.3: no boundary effects)."""
+    if len(b) == 0:
+        return [int(i) for i in np.flatnonzero(a.scores >= 0.5)]
+    overlap = box_iou(torch.as_tensor(a.boxes, dtype=torch.float64), torch.as_tensor(b.boxes, dtype=torch.float64))
+    bad = []
+    for i in np.flatnonzero(a.scores >= 0.5):
+        j = int(overlap[i].argmax())
+        if overlap[i, j] < iou or abs(a.scores[i] - b.scores[j]) > score:
+            bad.append(int(i))
+    return bad
+
+
 def _match(a, b, iou=0.99, score=1e-3):
-    assert len(a) == len(b)
-    if len(a):
-        overlap = box_iou(torch.as_tensor(a.boxes), torch.as_tensor(b.boxes))
-        assert bool((overlap.max(1).values >= iou).all())
-        np.testing.assert_allclose(np.sort(a.scores), np.sort(b.scores), atol=score)
+    assert (a.scores >= 0.5).sum() > 0 or (b.scores >= 0.5).sum() > 0 or len(a) == len(b) == 0
+    assert _unmatched(a, b, iou, score) == [] and _unmatched(b, a, iou, score) == []
 
 
-def test_cuda_detections_equal_cpu(detectors):
+@pytest.fixture
+def no_tf32():
+    """PyTorch runs fp32 convolutions in TF32 on Ampere+ by default; exact comparisons need real fp32."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = old
+
+
+def test_cuda_detections_equal_cpu(detectors, no_tf32):
     cpu, gpu = detectors
     image = _image()
     _match(cpu(image), gpu(image))
     assert gpu.to_tensor([image]).device.type == "cuda"
 
 
-def test_batched_cuda_equals_single(detectors):
+def test_batched_cuda_equals_single(detectors, no_tf32):
     _, gpu = detectors
     image = _image()
     flipped = np.ascontiguousarray(image[:, ::-1])
