@@ -65,7 +65,8 @@ def candidates(
     """
     logits = pred.logits
     batch, anchors = logits.shape[:2]
-    b, a = torch.nonzero(logits[..., 1] - logits[..., 0] > logit_bound(cfg.score_threshold), as_tuple=True)
+    diff = logits[..., 1].float() - logits[..., 0].float()  # float32 at least, so the margin covers rounding
+    b, a = torch.nonzero(diff > logit_bound(cfg.score_threshold), as_tuple=True)
     flat = b * anchors + a  # one flat index_select per tensor is much cheaper than [b, a] indexing
     s = face_scores(logits.reshape(-1, 2).index_select(0, flat))
     exact = s > cfg.score_threshold
