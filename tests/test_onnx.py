@@ -37,7 +37,9 @@ def _random_model(name: str, seed: int = 0):
     return model
 
 
-@pytest.mark.parametrize("name", ["mobilenet0.25", "resnet50-paper"])  # per-level heads, shared heads
+@pytest.mark.parametrize(
+    "name", ["mobilenet0.25", pytest.param("resnet50-paper", marks=pytest.mark.slow)]
+)  # per-level heads, shared heads
 def test_merged_heads_equal_separate_heads(name):
     model = _random_model(name)
     x = torch.randn(2, 3, 64, 96)
