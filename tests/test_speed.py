@@ -118,7 +118,7 @@ def test_fastpath_smoke(tmp_path):
     rows = json.loads((tmp_path / "m" / "fastpath.json").read_text())["rows"]
     e2e = [r for r in rows if r["section"] == "e2e"]
     assert len({r["detections"] for r in e2e}) == 1  # every pipeline finds the same faces
-    assert {r["section"] for r in rows} == {"e2e", "forward", "pre", "scoring", "post", "priors", "meta"}
+    assert {r["section"] for r in rows} == {"e2e", "forward", "pre", "pre 4K", "scoring", "post", "priors", "meta"}
     assert report.main(["--results", str(tmp_path)]) == 0
     assert "Fast path vs the biubug6-style pipeline" in (tmp_path / "speed.md").read_text()
 
