@@ -203,6 +203,8 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
     )
     eval_seconds = time.perf_counter() - t0
     train_record = json.loads((out / "train_record.json").read_text())
+    if train_seconds is None and train_record["resumed_from"] == 0:  # trained whole by an earlier invocation
+        train_seconds = train_record["wall_time_s_this_process"]
     record = {
         "ablation": plan.ablation.name,
         "description": plan.ablation.description,
@@ -236,7 +238,7 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
             "batch_size": variant.train.batch_size,
             "world_size": train_record["world_size"],
             "device": train_record["device"],
-            "wall_s": train_seconds,  # None when trained by an earlier invocation (see train_record.json)
+            "wall_s": train_seconds,
             "final_losses": train_record["final_losses"],
             "run_dir": str(out),
         },
