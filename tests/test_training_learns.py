@@ -28,10 +28,12 @@ def test_short_training_beats_untrained_hard_ap(tmp_path):
     generate_split(tmp_path / "train", PRESETS["tiny"], "train", 48, 1, workers=1)
     generate_split(tmp_path / "val", PRESETS["tiny"], "val", 24, 2, workers=1)
     model_cfg = preset("mobilenet0.25")
-    train_cfg = TrainCfg(recipe="ci-short", batch_size=8, max_iterations=150, lr=0.01, warmup_lr=0.001,
-                         warmup_fraction=0.1, step_fractions=(0.8,), seed=0, augment=AugmentCfg(image_size=128))  # fmt: skip
-    spec = RunSpec(tmp_path / "run", SplitPaths.from_root(tmp_path / "train"), workers=0, checkpoint_every=10**6,
-                   log_every=50, progress=False, data_label="SynthFace tiny (synthetic)")  # fmt: skip
+    schedule = dict(lr=0.01, warmup_lr=0.001, warmup_fraction=0.1, step_fractions=(0.8,))
+    train_cfg = TrainCfg(
+        recipe="ci-short", batch_size=8, max_iterations=150, seed=0, augment=AugmentCfg(image_size=128), **schedule
+    )
+    data = SplitPaths.from_root(tmp_path / "train")
+    spec = RunSpec(tmp_path / "run", data, workers=0, checkpoint_every=10**6, log_every=50, progress=False)
     train(model_cfg, train_cfg, spec)
     torch.manual_seed(0)
     untrained = save_checkpoint(tmp_path / "untrained.pth", build_detector(model_cfg), model_cfg)
