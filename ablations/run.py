@@ -14,7 +14,8 @@ differs (:mod:`ablations.variants`). Files under ``--out/<ablation>/`` (default 
     table.md, table.csv, table.json, pr_curves.png    (:mod:`reports.ablation_table`)
 
 Reruns skip finished records and resume unfinished trainings; a record or run made with other settings is
-an error (use another ``--out``). Under ``torchrun`` every process trains; then rank 0 alone evaluates and
+an error (use another ``--out``). On the CPU, ``--jobs`` runs (variant, seed) pairs in parallel processes
+(default: one per core, one thread each). Under ``torchrun`` every process trains; then rank 0 alone evaluates and
 writes the records (the other processes leave), so no process waits on a collective during evaluation.
 """
 
@@ -144,36 +145,31 @@ def _trained(out: Path, variant: Variant, data: SplitPaths) -> bool:
     return bool(rec.get("finished"))
 
 
-def train_all(plan: Plan) -> dict[tuple[str, int], float]:
-    """Train (or resume) every (variant, seed) without a record; returns this process's training seconds."""
+def train_one(plan: Plan, base: Variant, seed: int) -> float | None:
+    """Train (or resume) one (variant, seed) unless finished; returns this call's seconds (None: skipped)."""
     from retina.engine import RunSpec, train
 
-    seconds: dict[tuple[str, int], float] = {}
-    main = int(os.environ.get("RANK", "0")) == 0
-    for seed in plan.setting.seeds:
-        for base in plan.variants:
-            variant = seeded(base, seed)
-            out = run_dir(plan, variant, seed)
-            if finished_record(plan, base, seed) or _trained(out, variant, plan.train_data):
-                continue
-            if main:
-                print(f"[{plan.ablation.name}] train {variant.key} seed {seed} -> {out}", flush=True)
-            spec = RunSpec(
-                out_dir=out,
-                data=plan.train_data,
-                device=plan.device,
-                workers=plan.workers,
-                checkpoint_every=plan.checkpoint_every,
-                log_every=10,
-                resume=(out / "last.pth").is_file(),
-                pretrained_backbone=plan.pretrained_backbone,
-                progress=plan.progress,
-                data_label=plan.train_label,
-            )
-            t0 = time.perf_counter()
-            train(variant.model, variant.train, spec)
-            seconds[(variant.key, seed)] = time.perf_counter() - t0
-    return seconds
+    variant = seeded(base, seed)
+    out = run_dir(plan, variant, seed)
+    if _trained(out, variant, plan.train_data):
+        return None
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[{plan.ablation.name}] train {variant.key} seed {seed} -> {out}", flush=True)
+    spec = RunSpec(
+        out_dir=out,
+        data=plan.train_data,
+        device=plan.device,
+        workers=plan.workers,
+        checkpoint_every=plan.checkpoint_every,
+        log_every=10,
+        resume=(out / "last.pth").is_file(),
+        pretrained_backbone=plan.pretrained_backbone,
+        progress=plan.progress,
+        data_label=plan.train_label,
+    )
+    t0 = time.perf_counter()
+    train(variant.model, variant.train, spec)
+    return time.perf_counter() - t0
 
 
 def _curve(values: Any) -> list[float | None]:
@@ -251,28 +247,66 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
     return write_json(record_path(plan, variant, seed), record)
 
 
-def run(plan: Plan) -> list[Path]:
-    """Train every missing (variant, seed), then (rank 0) evaluate and record each; returns the record paths."""
+def _todo(plan: Plan) -> list[tuple[Variant, int]]:
+    return [(v, seed) for seed in plan.setting.seeds for v in plan.variants if not finished_record(plan, v, seed)]
+
+
+def _report(plan: Plan, variant: Variant, seed: int, path: Path) -> None:
+    ap = json.loads(path.read_text())["metrics"]
+    scores = " ".join(f"{m} {ap[m]:.4f}" for m in ("easy", "medium", "hard", "hard_map"))
+    print(f"[{plan.ablation.name}] {variant.key} seed {seed}: {scores}", flush=True)
+
+
+def _job(plan: Plan, variant: Variant, seed: int) -> Path:
+    """Train and evaluate one (variant, seed): the unit of work of a ``--jobs`` process."""
+    return evaluate_one(plan, variant, seed, train_one(plan, variant, seed))
+
+
+def _init_job(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run(plan: Plan, jobs: int = 1) -> list[Path]:
+    """Train every (variant, seed) without a record, evaluate it and write its record; returns the record paths.
+
+    ``jobs`` > 1 (CPU only, not under torchrun): that many (variant, seed) runs at once, each in its own
+    process with ``cpu_count // jobs`` threads and no data-loader workers. On a few cores this beats one run
+    with all threads: torch's small CPU convolutions (and torchvision's deform_conv2d above all) scale
+    poorly across threads. Results depend on the thread count only through floating-point summation order.
+    Under torchrun every process trains each run (DDP); then rank 0 alone evaluates and records.
+    """
     import torch.distributed as dist
 
-    seconds = train_all(plan)
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()  # the trainings are done; evaluation needs no collective
-    if int(os.environ.get("RANK", "0")) != 0:
-        return []
-    paths = []
-    for seed in plan.setting.seeds:
-        for variant in plan.variants:
-            path = record_path(plan, variant, seed)
-            if finished_record(plan, variant, seed):
-                print(f"[{plan.ablation.name}] {variant.key} seed {seed}: record exists, skipped ({path})")
-            else:
-                path = evaluate_one(plan, variant, seed, seconds.get((variant.key, seed)))
-                ap = json.loads(path.read_text())["metrics"]
-                scores = " ".join(f"{m} {ap[m]:.4f}" for m in ("easy", "medium", "hard", "hard_map"))
-                print(f"[{plan.ablation.name}] {variant.key} seed {seed}: {scores}", flush=True)
-            paths.append(path)
-    return paths
+    todo = _todo(plan)
+    for variant, seed in [(v, s) for s in plan.setting.seeds for v in plan.variants]:
+        if (variant, seed) not in todo:
+            print(f"[{plan.ablation.name}] {variant.key} seed {seed}: record exists, skipped")
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if jobs > 1 and todo and not distributed and plan.device == "cpu":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        job_plan = dataclasses.replace(plan, workers=0, progress=False)
+        ctx = mp.get_context("spawn")  # a clean interpreter per job (forking torch's thread pools can hang)
+        n = min(jobs, len(todo))
+        with ProcessPoolExecutor(n, mp_context=ctx, initializer=_init_job, initargs=(threads,)) as pool:
+            # the costlier variants (later rows: +DCN) first, so the processes finish together
+            order = sorted(todo, key=lambda vs: (-plan.variants.index(vs[0]), vs[1]))
+            futures = {pool.submit(_job, job_plan, v, s): (v, s) for v, s in order}
+            for future in as_completed(futures):
+                _report(plan, *futures[future], future.result())
+    else:
+        seconds = {(v.key, s): train_one(plan, v, s) for v, s in todo}
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()  # the trainings are done; evaluation needs no collective
+        if int(os.environ.get("RANK", "0")) != 0:
+            return []
+        for variant, seed in todo:
+            _report(plan, variant, seed, evaluate_one(plan, variant, seed, seconds[(variant.key, seed)]))
+    return [record_path(plan, v, s) for s in plan.setting.seeds for v in plan.variants]
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -293,7 +327,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), help="test protocol (default: the setting's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun each process takes LOCAL_RANK)")
-    p.add_argument("--workers", type=int, default=2, help="data loader workers per training process")
+    p.add_argument("--workers", type=int, default=2, help="data loader workers per training process (--jobs 1)")
+    p.add_argument("--jobs", type=int, help="runs at once on the CPU (default: one per core, <= 6)")
+    p.add_argument("--threads", type=int, help="torch threads of this process with --jobs 1 (default: torch's)")
     p.add_argument("--pretrained-backbone", type=Path, help="local ImageNet backbone weights")
     p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between resumable checkpoints")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/ablations)")
@@ -374,7 +410,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         plan = make_plan(args)
-        paths = run(plan)
+        if args.threads is not None:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        jobs = args.jobs if args.jobs is not None else min(os.cpu_count() or 1, 6)
+        if jobs < 1 or (args.threads is not None and args.threads < 1):
+            raise RetinaError("--jobs and --threads must be >= 1")
+        paths = run(plan, jobs)
         if paths and not args.no_table:
             from reports.ablation_table import build
 

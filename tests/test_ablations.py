@@ -160,7 +160,7 @@ def test_runner_writes_one_record_per_variant_and_seed_skips_them_and_resumes(tm
     spec = engine.RunSpec(runner.run_dir(plan, lpts, 1), plan.train_data, workers=0, checkpoint_every=1,
                           progress=False, stop_after=1)  # fmt: skip
     engine.train(lpts.model, lpts.train, spec)
-    paths = runner.run(plan)
+    paths = runner.run(plan, jobs=2)  # two processes, one thread each
     assert sorted(p.name for p in paths) == [f"{v}__seed{s}.json" for v in ("lpts", "no_lpts") for s in (0, 1)]
     rec = json.loads((out / "records" / "lpts__seed1.json").read_text())
     assert rec["train_cfg"]["loss"]["w_landmarks"] == 0.1 and rec["train_cfg"]["seed"] == 1
