@@ -20,12 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from retina.api import Detector  # noqa: E402
-from retina.build import build_detector  # noqa: E402
-from retina.checkpoint import load_weights, read_checkpoint, save_checkpoint  # noqa: E402
-from retina.data.synth import default_split  # noqa: E402
-from retina.evaluate import EvalSplit, evaluate_detector  # noqa: E402
-from retina.results import REPO_ROOT, provenance, write_json  # noqa: E402
+from retina.api import Detector
+from retina.build import build_detector
+from retina.checkpoint import load_weights, read_checkpoint, save_checkpoint
+from retina.data.synth import default_split
+from retina.evaluate import EvalSplit, evaluate_detector
+from retina.results import REPO_ROOT, provenance, write_json
 
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"
 NAME = "mobilenet0.25_synthface"
@@ -49,7 +49,8 @@ def main() -> int:
     model = build_detector(cfg)
     load_weights(model, state, str(args.run / "final.pth"))
     out = WEIGHTS_DIR / f"{NAME}.pth"
-    save_checkpoint(out, model, cfg, provenance=payload["provenance"], extra={"iteration": payload["extra"]["iteration"]})
+    extra = {"iteration": payload["extra"]["iteration"]}  # the optimiser state is not shipped
+    save_checkpoint(out, model, cfg, provenance=payload["provenance"], extra=extra)
     val = default_split("val")
     split = EvalSplit.from_root(val, label="SynthFace val (synthetic data, not WIDER FACE)")
     with tempfile.TemporaryDirectory() as tmp:
