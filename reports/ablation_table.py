@@ -12,7 +12,6 @@ The paper's own rows are printed beside it, labelled as WIDER FACE numbers. pand
 
 from __future__ import annotations
 
-import io
 import json
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ import pandas as pd
 
 from ablations.variants import PAPER_SOURCE, PAPER_TABLE3
 from retina.errors import RetinaError
+from retina.eval.plots import figure_png, style_pr_axes
 from retina.results import provenance, write_bytes, write_json, write_text
 
 METRICS = ("easy", "medium", "hard", "hard_map")
@@ -213,19 +213,11 @@ def curves_png(records: Sequence[dict[str, Any]]) -> bytes:
                 ap = np.mean([100 * x["metrics"][setting] for x in runs])
                 name = f"{label}: AP {ap:.2f} (mean of {len(runs)})" if k == 0 else None
                 ax.plot(rec[shown], prec[shown], color=colours[label], linewidth=1.2, alpha=0.8, label=name)
-        ax.set_title(f"{setting} (one line per seed)")
-        ax.set_xlabel("Recall")
-        ax.set_ylabel("Precision")
-        ax.set_xlim(0, 1)
-        ax.set_ylim(0, 1.01)
-        ax.grid(True, linestyle=":")
-        ax.legend(loc="lower left", fontsize=8)
+        style_pr_axes(ax, f"{setting} (one line per seed)", legend_size=8)
     first = records[0]
     data = "synthetic SynthFace" if first["synthetic"] else first["eval_data"]
     fig.suptitle(f"Ablation {first['ablation']} ({first['setting']} setting, {data}, protocol {first['protocol']})")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def build(folder: str | Path) -> dict[str, Path]:

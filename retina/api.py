@@ -33,6 +33,7 @@ from retina.images import ImageLike, load
 from retina.models.detector import Predictions
 from retina.models.fuse import fuse_batchnorm
 from retina.postprocess import RawDetections, box_voting, postprocess
+from retina.preprocess import normalize
 from retina.priors import PriorCache
 from retina.protocols import Resize, TestProtocol
 from retina.protocols import protocol as get_protocol
@@ -114,17 +115,13 @@ class Detector:
                 model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.priors = PriorCache(cfg.priors.strides, cfg.priors.sizes)
-        mean = torch.tensor(cfg.input.mean, dtype=torch.float32, device=self.device)
-        std = torch.tensor(cfg.input.std, dtype=torch.float32, device=self.device)
-        self._mean = mean.view(1, 3, 1, 1)
-        self._inv_std = (1.0 / std).view(1, 3, 1, 1)
-        self._unit_std = bool((std == 1).all())
+        self._unit_std = all(s == 1 for s in cfg.input.std)
         # CPU input: numpy writes (image - mean) / std channel by channel into a float32 NCHW array (measured
         # faster than torch ops or cv2.dnn.blobFromImages, benchmarks/speed.py fastpath).
         self._numpy_input = self.device.type == "cpu"
         self._channels = (2, 1, 0) if cfg.input.channel_order == "rgb" else (0, 1, 2)  # source BGR index
-        self._np_mean = self._mean.cpu().numpy().reshape(3)
-        self._np_inv_std = self._inv_std.cpu().numpy().reshape(3)
+        self._np_mean = np.array(cfg.input.mean, np.float32)
+        self._np_inv_std = 1.0 / np.array(cfg.input.std, np.float32)
         self._local = threading.local()  # per-thread reusable input buffer
 
     @classmethod
@@ -191,11 +188,7 @@ class Detector:
                         np.multiply(out[b, c], self._np_inv_std[c], out=out[b, c])
             return torch.from_numpy(out)
         array = np.ascontiguousarray(np.stack(batch) if not isinstance(batch, np.ndarray) else batch)
-        x = torch.from_numpy(array).to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-        if self.cfg.input.channel_order == "rgb":
-            x = x.flip(1)
-        x = x.float() - self._mean
-        return x if self._unit_std else x * self._inv_std
+        return normalize(torch.from_numpy(array).to(self.device, non_blocking=True), self.cfg.input)
 
     def _buffer(self, shape: tuple[int, ...]) -> np.ndarray:
         buffer = getattr(self._local, "buffer", None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -36,13 +37,23 @@ def pr_figure_png(curves: Mapping[str, PRCurve], title: str = "WIDER FACE evalua
         )
     iou = {c.iou for c in curves.values()}
     arithmetic = {c.arithmetic for c in curves.values()}
-    ax.set_title(f"{title} (IoU {', '.join(map(str, sorted(iou)))}, {', '.join(sorted(arithmetic))})")
+    style_pr_axes(ax, f"{title} (IoU {', '.join(map(str, sorted(iou)))}, {', '.join(sorted(arithmetic))})")
+    return figure_png(fig)
+
+
+def style_pr_axes(ax: Any, title: str, legend_size: float | None = None) -> None:
+    """The WIDER-style precision/recall axes: unit square, dotted grid, legend lower left."""
+    ax.set_title(title)
     ax.set_xlabel("Recall")
     ax.set_ylabel("Precision")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.01)
     ax.grid(True, linestyle=":")
-    ax.legend(loc="lower left")
+    ax.legend(loc="lower left", fontsize=legend_size)
+
+
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue()
