@@ -19,5 +19,7 @@ def normalize(images: Tensor, cfg: InputCfg) -> Tensor:
     mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
     x = x.float() - mean
     if any(s != 1.0 for s in cfg.std):
-        x = x / torch.tensor(cfg.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        # times the float32 reciprocal, exactly as the CPU inference path computes it
+        inv_std = 1.0 / torch.tensor(cfg.std, dtype=torch.float32, device=x.device)
+        x = x * inv_std.view(1, 3, 1, 1)
     return x
