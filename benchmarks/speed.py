@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import math
 import os
 import re
@@ -55,7 +56,7 @@ from retina.protocols import Resize
 from retina.results import REPO_ROOT, provenance, write_json, write_text
 
 SIZES = {"vga": (480, 640), "hd": (1080, 1920), "4k": (2160, 4096)}  # (H, W), the paper's table 5 sizes
-PRESETS = ("mobilenet0.25", "resnet50", "resnet152-paper")
+GRID_PRESETS = ("mobilenet0.25", "resnet50", "resnet152-paper")
 CPU_SETTINGS = ("cpu1", "cpuN")
 GPU_SETTINGS = ("gpu-fp32", "gpu-bf16", "gpu-fp16")
 SHARED = REPO_ROOT.parent / "shared" / "data"
@@ -432,6 +433,11 @@ def _csv(value: Any) -> str:
     return f'"{text}"' if any(c in text for c in ',"\n') else text
 
 
+def missing_onnx_modules() -> list[str]:
+    """The modules of the ``onnx`` extra that cannot be imported (empty when the ONNX backend can run)."""
+    return [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -442,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="real mobilenet0.25 weights")
         p.add_argument("--out", type=Path, default=None, help="records folder (default results/speed/<machine>)")
         p.add_argument("--warmup", type=int, default=2)
-    grid.add_argument("--presets", default=",".join(PRESETS))
+    grid.add_argument("--presets", default=",".join(GRID_PRESETS))
     grid.add_argument("--sizes", default=",".join(SIZES), help="vga, hd, 4k or WxH")
     grid.add_argument("--settings", default=",".join(CPU_SETTINGS + GPU_SETTINGS))
     grid.add_argument("--backends", default="onnx,torch", help="CPU backends (GPU cells always use torch)")
@@ -456,6 +462,11 @@ def main(argv: list[str] | None = None) -> int:
     fast.add_argument("--rounds", type=int, default=30, help="interleaved rounds (each times every variant)")
     fast.add_argument("--compile", action="store_true", help="also torch.compile (minutes of compiling)")
     args = parser.parse_args(argv)
+    needs_onnx = args.command == "fastpath" or "onnx" in args.backends.split(",")
+    if needs_onnx and (missing := missing_onnx_modules()):
+        what = "the fast-path ablation" if args.command == "fastpath" else "the ONNX cells (or pass --backends torch)"
+        print(f"speed: {' and '.join(missing)} not installed; {what} need it: pip install -e .[onnx]", file=sys.stderr)
+        return 2
     args.out = args.out or REPO_ROOT / "results" / "speed" / machine_tag()
     if args.image is not None and not args.image.is_file():
         print(f"no photo at {args.image}: using a synthetic image (labelled so in the records)")

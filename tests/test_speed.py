@@ -22,7 +22,7 @@ from retina.config import preset
 from retina.priors import PriorCache, make_priors
 from tests.conftest import shared_file
 
-pytest.importorskip("onnxruntime")
+needs_onnx = pytest.mark.skipif(bool(speed.missing_onnx_modules()), reason="the onnx extra is not installed")
 
 
 def test_python_priors_equal_make_priors():
@@ -89,6 +89,7 @@ def test_parse_size_and_flops():
 
 
 @pytest.mark.slow
+@needs_onnx
 def test_grid_and_report_smoke(tmp_path):
     out = tmp_path / "speed" / "this-machine"
     args = ["grid", "--presets", "mobilenet0.25", "--sizes", "128x96,160x120", "--settings", "cpu1,gpu-fp32"]
@@ -112,6 +113,7 @@ def test_grid_and_report_smoke(tmp_path):
 
 
 @pytest.mark.slow
+@needs_onnx
 def test_fastpath_smoke(tmp_path):
     shared_file("weights/retinaface_mobilenet0.25_Final.pth")
     assert speed.main(["fastpath", "--rounds", "1", "--warmup", "0", "--out", str(tmp_path / "m")]) == 0
@@ -121,6 +123,21 @@ def test_fastpath_smoke(tmp_path):
     assert {r["section"] for r in rows} == {"e2e", "forward", "pre", "pre 4K", "scoring", "post", "priors", "meta"}
     assert report.main(["--results", str(tmp_path)]) == 0
     assert "Fast path vs the biubug6-style pipeline" in (tmp_path / "speed.md").read_text()
+
+
+@pytest.mark.parametrize("command", [["fastpath"], ["grid", "--backends", "onnx"]])
+def test_missing_onnxruntime_is_a_clear_error(monkeypatch, capsys, tmp_path, command):
+    monkeypatch.setattr(speed, "missing_onnx_modules", lambda: ["onnxruntime"])
+    assert speed.main([*command, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime not installed" in err and "pip install -e .[onnx]" in err
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_grid_without_onnx_backend_does_not_need_onnxruntime(monkeypatch, tmp_path):
+    monkeypatch.setattr(speed, "missing_onnx_modules", lambda: ["onnxruntime"])
+    monkeypatch.setattr(speed, "run_grid", lambda args: 0)
+    assert speed.main(["grid", "--backends", "torch", "--out", str(tmp_path)]) == 0
 
 
 def test_report_without_records_is_a_clear_error(tmp_path, capsys):

@@ -9,6 +9,7 @@ image-wide blur, colour changes, noise and JPEG. The annotations are measured fr
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -116,32 +117,54 @@ def _covered(box: np.ndarray, regions: list[np.ndarray]) -> float:
     return total / area
 
 
-def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[bytes, dict[str, Any]]:
-    """JPEG bytes and the metadata record of image ``index`` of a split (see ``retina.data.synth``)."""
-    rng = image_rng(seed, split, index)
+@dataclass(frozen=True)
+class _Scene:
+    """The size and kind of one image: ``band`` is the range of log face sizes (pixels) its faces take."""
+
+    h: int
+    w: int
+    kind: int
+    n_faces: int
+    band: tuple[float, float]
+
+
+def _scene(cfg: SynthCfg, rng: np.random.Generator) -> _Scene:
     h, w = int(rng.integers(cfg.height_range[0], cfg.height_range[1] + 1)), cfg.width
     kind = int(rng.choice(len(EVENTS), p=np.asarray(cfg.scene_weights) / sum(cfg.scene_weights)))
     n_lo, n_hi, b_lo, b_hi = SCENES[kind]
     n_faces = int(np.clip(rng.integers(n_lo, n_hi + 1), *cfg.faces_range))
     log_lo, log_hi = (math.log(v) for v in cfg.face_px_range)
-    band = (log_lo + b_lo * (log_hi - log_lo), log_lo + b_hi * (log_hi - log_lo))
+    return _Scene(h, w, kind, n_faces, (log_lo + b_lo * (log_hi - log_lo), log_lo + b_hi * (log_hi - log_lo)))
 
-    img = background(rng, h, w)
+
+def _backdrop(cfg: SynthCfg, rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, int, np.ndarray]:
+    """(H, W, 3) float32 background with skin-coloured blobs, the blob count, and the scene's light direction."""
+    img = background(rng, scene.h, scene.w)
     n_blobs = int(rng.integers(cfg.distractors_range[0], cfg.distractors_range[1] + 1))
     for _ in range(n_blobs):
         skin_blob(img, rng)
     scene_dir = np.array([rng.uniform(-1, 1), rng.uniform(-1, -0.1), rng.uniform(-1, -0.2)])
+    return img, n_blobs, scene_dir
+
+
+def _back_heads(
+    cfg: SynthCfg, rng: np.random.Generator, scene: _Scene, scene_dir: np.ndarray
+) -> tuple[list[FaceSpec], list[tuple[int, int]]]:
+    """Heads of people facing away (not faces): their render specs and top-left corners (x, y)."""
     n_back = int(rng.integers(cfg.back_heads_range[0], cfg.back_heads_range[1] + 1))
     specs = []
-    for _ in range(n_back):  # people facing away: heads that are not faces
-        px = math.exp(rng.uniform(*band))
+    for _ in range(n_back):
+        px = math.exp(rng.uniform(*scene.band))
         pose = (rng.normal(0, 0.15), math.pi + rng.uniform(-0.35, 0.35), rng.normal(0, 0.15))
         specs.append(_spec(px, sample_face_params(rng), pose, _light(rng, scene_dir)))
-    back_at = [(int(rng.integers(-20, w)), int(rng.integers(-20, h))) for _ in range(n_back)]
+    return specs, [(int(rng.integers(-20, scene.w)), int(rng.integers(-20, scene.h))) for _ in range(n_back)]
 
+
+def _sample_faces(cfg: SynthCfg, rng: np.random.Generator, scene: _Scene, scene_dir: np.ndarray) -> list[dict]:
+    """The faces' drawn properties, largest first."""
     faces = []
-    for _ in range(n_faces):
-        face_px = math.exp(rng.uniform(*band))
+    for _ in range(scene.n_faces):
+        face_px = math.exp(rng.uniform(*scene.band))
         faces.append(
             {
                 "target_px": face_px,
@@ -154,73 +177,72 @@ def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[byt
             }
         )
     faces.sort(key=lambda f: -f["target_px"])
-    for f in faces:
-        specs.append(_spec(f["target_px"], f["params"], tuple(math.radians(a) for a in f["pose"]), f["light"]))
-    sprites = render_faces(specs)  # one batched rendering for the whole image
-    for sprite, at in zip(sprites[:n_back], back_at, strict=True):
-        _paste(img, sprite, *at)
+    return faces
+
+
+def _try_spot(f: dict, sprite: FaceSprite, rng: np.random.Generator, scene: _Scene, regions: list) -> np.ndarray | None:
+    """An integer (dx, dy) offset putting the face >= 70 % inside the image and <= 40 % covered (30 tries)."""
+    h, w, band = scene.h, scene.w, scene.band
+    centre = (sprite.box[:2] + sprite.box[2:]) / 2
+    for _ in range(30):
+        if scene.kind == 2:  # crowds: smaller (farther) faces higher up in the picture
+            depth = (math.log(f["target_px"]) - band[0]) / max(band[1] - band[0], 1e-9)
+            target = np.array([rng.uniform(0, w), h * np.clip(0.1 + 0.8 * depth + rng.normal(0, 0.08), 0, 1)])
+        else:
+            target = np.array([rng.uniform(0, w), rng.uniform(0.05 * h, 0.95 * h)])
+        offset = np.round(target - centre).astype(int)
+        box = sprite.box + np.tile(offset, 2)
+        inside = np.clip(box, 0, [w, h, w, h])
+        in_frac = (inside[2] - inside[0]) * (inside[3] - inside[1]) / max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
+        if in_frac >= 0.7 and _covered(box, regions) <= 0.4:
+            return offset
+    return None
+
+
+def _place_faces(faces: list[dict], sprites: list[FaceSprite], rng: np.random.Generator, scene: _Scene) -> list[dict]:
+    """Faces with their sprite and offset, largest first; faces without room are dropped (never the first)."""
     placed: list[dict[str, Any]] = []
-    regions: list[np.ndarray] = []
-    for f, sprite in zip(faces, sprites[n_back:], strict=True):
+    regions: list[np.ndarray] = []  # (x0, y0, x1, y1) taken by sprites and bodies
+    for f, sprite in zip(faces, sprites, strict=True):
         if not np.all(np.isfinite(sprite.box)):
             continue
-        centre = (sprite.box[:2] + sprite.box[2:]) / 2
-        size = sprite.box[3] - sprite.box[1]
-        for _ in range(30):
-            if kind == 2:  # crowds: smaller (farther) faces higher up in the picture
-                depth = (math.log(f["target_px"]) - band[0]) / max(band[1] - band[0], 1e-9)
-                target = np.array([rng.uniform(0, w), h * np.clip(0.1 + 0.8 * depth + rng.normal(0, 0.08), 0, 1)])
-            else:
-                target = np.array([rng.uniform(0, w), rng.uniform(0.05 * h, 0.95 * h)])
-            offset = np.round(target - centre).astype(int)
-            box = sprite.box + np.tile(offset, 2)
-            inside = np.clip(box, 0, [w, h, w, h])
-            in_frac = (
-                (inside[2] - inside[0]) * (inside[3] - inside[1]) / max((box[2] - box[0]) * (box[3] - box[1]), 1e-9)
-            )
-            if in_frac >= 0.7 and _covered(box, regions) <= 0.4:
-                break
-        else:
+        offset = _try_spot(f, sprite, rng, scene, regions)
+        if offset is None:
             if placed:  # no room: drop this face
                 continue
-            offset = np.round(np.array([w / 2, h / 2]) - centre).astype(int)  # the first one goes in the middle
-            box = sprite.box + np.tile(offset, 2)
+            centre = (sprite.box[:2] + sprite.box[2:]) / 2
+            offset = np.round(np.array([scene.w / 2, scene.h / 2]) - centre).astype(int)  # the first goes mid-image
+        box = sprite.box + np.tile(offset, 2)
         placed.append({**f, "sprite": sprite, "offset": offset})
         sh, sw = sprite.alpha.shape
         regions.append(np.array([offset[0], offset[1], offset[0] + sw, offset[1] + sh], float))
         if f["body"]:
+            size = sprite.box[3] - sprite.box[1]
             regions.append(np.array([box[0] - 0.8 * size, box[3] + 0.2 * size, box[2] + 0.8 * size, box[3] + 3 * size]))
+    return placed
 
-    owner = np.full((h, w), -1, np.int32)
-    placed.reverse()  # smallest (farthest) first
-    for k, f in enumerate(placed):
-        sprite, (ox, oy) = f["sprite"], f["offset"]
-        box = sprite.box + np.array([ox, oy, ox, oy])
-        if f["body"]:
-            draw_body(img, owner, k, box, math.radians(f["pose"][2]), rng, f["params"].colors.skin)
-        gs, ml, ma = f["blur"]
-        if gs > 0 or ml > 0:
-            pad = math.ceil(3 * gs + ml) + 1
-            color = blur(np.pad(sprite.color, ((pad, pad), (pad, pad), (0, 0))), gs, ml, ma)
-            alpha = blur(np.pad(sprite.alpha, pad), gs, ml, ma)
-            sprite_b = FaceSprite(
-                color,
-                alpha,
-                sprite.face_alpha,
-                sprite.box,
-                sprite.landmarks,
-                sprite.landmark_visible,
-                sprite.focal,
-                sprite.principal,
-            )
-            _paste(img, sprite_b, ox - pad, oy - pad)
-        else:
-            _paste(img, sprite, ox, oy)
-        _own(owner, sprite.alpha > 0.5, ox, oy, k)
-        if f["occluder"] is not None:
-            draw_occluder(img, owner, f["occluder"], box, sprite.landmarks + np.array([ox, oy]), rng)
 
-    # Image-wide effects: camera blur, exposure and colour, sensor noise, JPEG.
+def _paint_face(img: np.ndarray, owner: np.ndarray, k: int, f: dict, rng: np.random.Generator) -> None:
+    """Paint face ``k`` (body first, blurred sprite, then its occluder) and mark the pixels it owns."""
+    sprite, (ox, oy) = f["sprite"], f["offset"]
+    box = sprite.box + np.array([ox, oy, ox, oy])
+    if f["body"]:
+        draw_body(img, owner, k, box, math.radians(f["pose"][2]), rng, f["params"].colors.skin)
+    gs, ml, ma = f["blur"]
+    if gs > 0 or ml > 0:
+        pad = math.ceil(3 * gs + ml) + 1
+        color = blur(np.pad(sprite.color, ((pad, pad), (pad, pad), (0, 0))), gs, ml, ma)
+        alpha = blur(np.pad(sprite.alpha, pad), gs, ml, ma)
+        _paste(img, replace(sprite, color=color, alpha=alpha), ox - pad, oy - pad)
+    else:
+        _paste(img, sprite, ox, oy)
+    _own(owner, sprite.alpha > 0.5, ox, oy, k)
+    if f["occluder"] is not None:
+        draw_occluder(img, owner, f["occluder"], box, sprite.landmarks + np.array([ox, oy]), rng)
+
+
+def _camera(cfg: SynthCfg, rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Image-wide camera blur, exposure and colour, sensor noise; the image and the effects drawn."""
     image_blur = (0.0, 0.0, 0.0)
     if rng.uniform() < cfg.p_image_blur:
         image_blur = (
@@ -234,26 +256,48 @@ def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[byt
     noise = float(rng.uniform(*cfg.noise_sigma_range))
     img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise / 255.0)
     quality = int(rng.integers(cfg.jpeg_quality_range[0], cfg.jpeg_quality_range[1] + 1))
-    records = [_face_record(f, k, owner, image_blur) for k, f in enumerate(placed)]
+    effects = {"blur": image_blur, "contrast": contrast, "brightness": bright, "noise": noise, "quality": quality}
+    return img, effects
+
+
+def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[bytes, dict[str, Any]]:
+    """JPEG bytes and the metadata record of image ``index`` of a split (see ``retina.data.synth``)."""
+    rng = image_rng(seed, split, index)
+    scene = _scene(cfg, rng)
+    img, n_blobs, scene_dir = _backdrop(cfg, rng, scene)
+    back_specs, back_at = _back_heads(cfg, rng, scene, scene_dir)
+    faces = _sample_faces(cfg, rng, scene, scene_dir)
+    specs = back_specs + [
+        _spec(f["target_px"], f["params"], tuple(math.radians(a) for a in f["pose"]), f["light"]) for f in faces
+    ]
+    sprites = render_faces(specs)  # one batched rendering for the whole image
+    for sprite, at in zip(sprites[: len(back_at)], back_at, strict=True):
+        _paste(img, sprite, *at)
+    placed = _place_faces(faces, sprites[len(back_at) :], rng, scene)
+    owner = np.full((scene.h, scene.w), -1, np.int32)  # index of the face (in ``placed``) each pixel shows
+    placed.reverse()  # smallest (farthest) first
+    for k, f in enumerate(placed):
+        _paint_face(img, owner, k, f, rng)
+    img, fx = _camera(cfg, rng, img)
     meta = {
-        "path": image_name(split, index, kind),
-        "event": EVENTS[kind],
+        "path": image_name(split, index, scene.kind),
+        "event": EVENTS[scene.kind],
         "index": index,
-        "width": w,
-        "height": h,
+        "width": scene.w,
+        "height": scene.h,
         "seed": [int(seed), SPLIT_CODES[split], index],
         "scene": {
             "distractor_blobs": n_blobs,
-            "back_heads": n_back,
-            "noise_sigma": round(noise, 4),
-            "jpeg_quality": quality,
-            "image_blur": _blur_dict(*image_blur),
-            "contrast": round(float(contrast), 4),
-            "brightness": round(float(bright), 4),
+            "back_heads": len(back_at),
+            "noise_sigma": round(fx["noise"], 4),
+            "jpeg_quality": fx["quality"],
+            "image_blur": _blur_dict(*fx["blur"]),
+            "contrast": round(float(fx["contrast"]), 4),
+            "brightness": round(float(fx["brightness"]), 4),
         },
-        "faces": records,
+        "faces": [_face_record(f, k, owner, fx["blur"]) for k, f in enumerate(placed)],
     }
-    return to_jpeg(img, quality), meta
+    return to_jpeg(img, fx["quality"]), meta
 
 
 def _own(owner: np.ndarray, mask: np.ndarray, ox: int, oy: int, k: int) -> None:
