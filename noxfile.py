@@ -14,8 +14,9 @@ nox.options.sessions = ["lint", "tests"]
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """The test suite (what CI runs). Extra arguments go to pytest."""
-    session.run("python", "-m", "pytest", "-q", *session.posargs)
+    """The test suite (what CI runs; the slowest tests' timings are printed). Extra arguments go to pytest,
+    e.g. ``nox -s tests -- -m "not slow"`` for the quick part."""
+    session.run("python", "-m", "pytest", "-q", "--durations=12", *session.posargs)
 
 
 @nox.session

@@ -28,7 +28,7 @@ from retina.data.synth_config import SynthCfg
 from retina.protocols import PROTOCOLS
 
 # arXiv 1905.00641 Table 3 (WIDER FACE val; AP in %, "mAP" = hard AP averaged over IoU 0.5:0.05:0.95), as
-# transcribed in docs/reference.md. Rows are cumulative: "+DCN" is FPN+Context with DCN, "+Lpts" adds the
+# read from the paper. Rows are cumulative: "+DCN" is FPN+Context with DCN, "+Lpts" adds the
 # landmark loss on top of "+DCN" (the paper's text: landmarks raise hard AP by 0.408 = 91.694 - 91.286).
 PAPER_SOURCE = "RetinaFace paper (arXiv 1905.00641) Table 3, WIDER FACE val"
 PAPER_TABLE3: MappingProxyType[str, MappingProxyType[str, float]] = MappingProxyType(

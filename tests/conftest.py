@@ -1,4 +1,8 @@
-"""Shared fixtures: the read-only ``../shared/data`` folder (skip cleanly when a clone has none)."""
+"""Shared fixtures: the read-only ``../shared/data`` folder (skip cleanly when a clone has none).
+
+Also keeps the ``slow`` marker honest: tests that ran longer than ``SLOW_S`` without it are listed at the end
+of the run (a note, not a failure: timings on shared machines are noisy).
+"""
 
 from __future__ import annotations
 
@@ -27,3 +31,15 @@ def shared() -> type:
         file = staticmethod(shared_file)
 
     return _Shared
+
+
+SLOW_S = 5.0
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    reports = [r for key in ("passed", "failed") for r in terminalreporter.stats.get(key, [])]
+    unmarked = [r for r in reports if r.when == "call" and r.duration > SLOW_S and "slow" not in r.keywords]
+    if unmarked:
+        terminalreporter.section(f"tests over {SLOW_S:g} s without the slow marker")
+        for r in unmarked:
+            terminalreporter.write_line(f"{r.duration:6.1f} s  {r.nodeid}")
