@@ -130,7 +130,9 @@ def finished_record(plan: Plan, variant: Variant, seed: int) -> bool:
 
 
 def _trained(out: Path, variant: Variant, data: SplitPaths) -> bool:
-    """True when ``out`` holds a finished training of exactly this variant on this data."""
+    """True when ``out`` holds a finished training of exactly this variant on this data (same fingerprint)."""
+    from retina.engine import data_fingerprint
+
     path = out / "train_record.json"
     if not (path.is_file() and (out / "final.pth").is_file()):
         return False
@@ -138,7 +140,7 @@ def _trained(out: Path, variant: Variant, data: SplitPaths) -> bool:
     same = (
         rec.get("model_cfg_hash") == config_hash(variant.model)
         and rec.get("train_cfg_hash") == config_hash(variant.train)
-        and rec.get("data", {}).get("images") == str(data.images)
+        and rec.get("data", {}).get("fingerprint", {}).get("sha256") == data_fingerprint(data)["sha256"]
     )
     if not same:
         raise RetinaError(f"{out} holds a training with other settings; use another --out or remove it")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retina.data.synth import PRESETS, generate_split, read_meta
+from retina.data.synth import SYNTH_PRESETS, generate_split, read_meta
 from retina.results import REPO_ROOT, provenance, write_json
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=1000)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
+    p.add_argument("--preset", default="default", choices=sorted(SYNTH_PRESETS))
     p.add_argument("--split", default="train", choices=("train", "val"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, default=None, help="generate here (and keep) instead of a temporary folder")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         target = args.keep if args.keep is not None else Path(tmp) / args.split
         start = time.perf_counter()
         cpu0 = os.times()
-        split = generate_split(target, PRESETS[args.preset], args.split, args.images, args.seed, args.workers)
+        split = generate_split(target, SYNTH_PRESETS[args.preset], args.split, args.images, args.seed, args.workers)
         seconds = time.perf_counter() - start
         cpu1 = os.times()
         stats = split_statistics(split)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             "workers": args.workers,
             "split": args.split,
             "seed": args.seed,
-            "config": PRESETS[args.preset].to_dict(),
+            "config": SYNTH_PRESETS[args.preset].to_dict(),
         },
         "seconds": round(seconds, 3),
         "images_per_second": round(args.images / seconds, 3),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -92,13 +93,33 @@ def strip_module_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def _safe_load(path: str | os.PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True``; any failure is a one-line :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated files, unsafe content
-        raise CheckpointError(f"cannot load {path} as a weights file ({type(exc).__name__}: {exc})") from None
+        with warnings.catch_warnings():  # a plain pickle: torch warns before failing; our error says enough
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, unsafe content; torch's text spans many lines
+        unsafe = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if unsafe:
+            raise CheckpointError(
+                f"cannot load {path}: it refers to the Python object {unsafe.group(1)}, which is never loaded "
+                "from a weights file (only tensors and plain data are)"
+            ) from None
+        raise CheckpointError(f"cannot load {path}: not a PyTorch weights file ({type(exc).__name__})") from None
+
+
+def _is_named(payload: Any) -> bool:
+    """A mapping with string keys (a state dict or a checkpoint dict)."""
+    return isinstance(payload, Mapping) and all(isinstance(k, str) for k in payload)
+
+
+def _mapping(payload: Any, path: str | os.PathLike) -> Mapping[str, Any]:
+    if not _is_named(payload):
+        raise CheckpointError(f"{path}: neither a retina checkpoint nor a state dict ({type(payload).__name__})")
+    return payload
 
 
 def _load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str, prefix: str = "") -> None:
@@ -177,21 +198,32 @@ def read_checkpoint(path: str | os.PathLike, preset_name: str | None = None) -> 
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a state dict or retina checkpoint ({type(payload).__name__})")
     if payload.get("format") == FORMAT:
-        if payload.get("version") != VERSION:
-            raise CheckpointError(f"{path}: retina checkpoint version {payload.get('version')} is not supported")
-        cfg = from_dict(DetectorCfg, payload["config"])
+        cfg = _retina_config(payload, path)
         if preset_name is not None and preset(preset_name) != cfg:
             raise CheckpointError(
                 f"{path} holds a {cfg.name!r} model, which is not the requested preset {preset_name!r}"
             )
         return cfg, payload["state_dict"], payload
     state = payload.get("state_dict", payload)
-    guessed = guess_biubug6_preset(state)
+    guessed = guess_biubug6_preset(state) if _is_named(state) else None
     if guessed is None:
         raise CheckpointError(f"{path}: neither a retina checkpoint nor a biubug6 RetinaFace state dict")
     if preset_name is not None and preset_name != guessed:
         raise CheckpointError(f"{path} holds biubug6 {guessed!r} weights, not the requested preset {preset_name!r}")
     return preset(guessed), convert_biubug6(state), {"format": "biubug6", "source": str(path)}
+
+
+def _retina_config(payload: Mapping[str, Any], path: str | os.PathLike) -> DetectorCfg:
+    """The config of a retina-format payload, checked: supported version, a valid config, a state dict."""
+    if payload.get("version") != VERSION:
+        raise CheckpointError(f"{path}: retina checkpoint version {payload.get('version')} is not supported")
+    try:
+        cfg = from_dict(DetectorCfg, payload["config"])
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: a retina checkpoint without a valid config ({type(exc).__name__})") from None
+    if not isinstance(payload.get("state_dict"), Mapping):
+        raise CheckpointError(f"{path}: a retina checkpoint without a state dict")
+    return cfg
 
 
 def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
@@ -204,8 +236,8 @@ def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike) -> None:
 
     The classifier (``fc.*``) is dropped; everything else must match exactly.
     """
-    payload = _safe_load(path)
-    state = strip_module_prefix(payload.get("state_dict", payload))
+    payload = _mapping(_safe_load(path), path)
+    state = strip_module_prefix(_mapping(payload.get("state_dict", payload), path))
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     rules = _MOBILENET_BLOCK if "stage1.0.0.weight" in state else _RESNET_BLOCK
     out = _translate(state, lambda k: _rename(k, rules), str(path))

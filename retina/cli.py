@@ -1,18 +1,27 @@
 """The ``retina`` command line: a thin dispatcher over ``retina.commands.*``.
 
 Each command module exposes ``add_arguments(parser)`` and ``run(args) -> int``. Imports are lazy so that
-``retina --help`` is instant and a command only pays for what it uses. User errors
-(:class:`retina.errors.RetinaError`) print one clear line and exit with status 2, without a traceback.
+``retina --help`` is instant and a command only pays for what it uses. User errors (a bad flag value,
+:class:`retina.errors.RetinaError`, an ``OSError`` such as a full disk) print one line and exit with status 2,
+without a traceback. Help texts are plain text: they are read in a terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from retina.errors import RetinaError
+
+DESCRIPTION = "RetinaFace face detection: detect faces, evaluate on WIDER FACE (official protocol), train, export."
+EPILOG = (
+    "Run 'retina COMMAND --help' for the options of a command. Bad input (a value out of range, a missing or "
+    "unreadable file) gets a one-line error and exit status 2."
+)
 
 # command name -> (module under retina.commands, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,8 +34,26 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's ``__version__``."""
+    try:
+        return importlib.metadata.version("retina")
+    except importlib.metadata.PackageNotFoundError:
+        from retina import __version__
+
+        return __version__
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="retina", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="retina", description=DESCRIPTION, epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"retina {version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # Only the chosen command's module is imported (it is the first non-option argument).
     chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
@@ -39,11 +66,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser(argv).parse_args(argv)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as exc:  # --help, --version or a usage error (already printed)
+        return int(exc.code or 0)
     module = importlib.import_module(f"retina.commands.{COMMANDS[args.command][0]}")
     try:
         return int(module.run(args) or 0)
-    except RetinaError as exc:
+    except (RetinaError, OSError) as exc:
         print(f"retina {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

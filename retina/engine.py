@@ -10,13 +10,21 @@ Everything that decides the numbers (model, schedule, seed) is in the configs; `
 Files in ``out_dir``: ``last.pth`` (written atomically every ``checkpoint_every`` iterations: weights,
 optimiser state, iteration; ``--resume`` continues from it exactly), ``final.pth`` (weights, config and
 provenance), ``metrics.jsonl`` (one JSON object per logged iteration) and ``train_record.json``.
+
+Records: every checkpoint and the train record carry the data's fingerprint (:func:`data_fingerprint`) and a
+``history``: ``invocations`` (one per process start that saved something: ``argv``, git commit at its start,
+start iteration) and ``saves`` (iteration, file, git commit at that save, index of the invocation that saved).
+A resumed run appends to both. Resuming refuses other configs or other data; resuming a finished run says so
+and writes nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,11 +41,15 @@ from retina.build import build_detector
 from retina.checkpoint import load_pretrained_backbone, load_weights, read_checkpoint, save_checkpoint
 from retina.config import DetectorCfg, TrainCfg, config_hash, from_dict, to_dict
 from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, collate, iterations_for
-from retina.errors import RetinaError
+from retina.errors import DataFormatError, RetinaError
 from retina.losses import assign, losses, weighted_total
 from retina.preprocess import normalize
 from retina.priors import make_priors
-from retina.results import provenance, write_json, write_text
+from retina.results import file_sha256, git_commit, provenance, utc_now, write_json, write_text
+
+LossFn = Callable[..., dict[str, torch.Tensor]]
+History = dict[str, list[dict[str, Any]]]  # {"invocations": [...], "saves": [...]}
+SYNTH_KEYS = ("version", "config", "split", "seed", "n_images")  # what decides a SynthFace split's content
 
 
 class TrainingDiverged(RetinaError):
@@ -74,13 +86,77 @@ class _Dist:
         return self.rank == 0
 
 
-def _setup_distributed(device: str) -> _Dist:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return _Dist()
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+@dataclass(frozen=True)
+class _Context:
+    """What a run is, fixed before anything is built: configs, where it runs, its data and its length."""
+
+    model_cfg: DetectorCfg
+    train_cfg: TrainCfg
+    run: RunSpec
+    dist: _Dist
+    device: torch.device
+    dataset: FaceDataset
+    total: int  # iterations of the whole run
+    fingerprint: dict[str, str]  # data_fingerprint(run.data)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.run.out_dir)
+
+    @property
+    def last(self) -> Path:
+        return self.out / "last.pth"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def epochs(self, iterations: int) -> float:
+        """Iterations as epochs (full global batches per pass over the data, as in the metrics)."""
+        return iterations / max(1, len(self.dataset) // self.train_cfg.batch_size)
+
+
+@dataclass(frozen=True)
+class _Saved:
+    """What ``last.pth`` holds of a run to resume."""
+
+    iteration: int
+    state: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    history: History
+
+
+@dataclass(frozen=True)
+class _Session:
+    """A run being trained: its context, the built objects, and its records (``history`` grows at each save)."""
+
+    ctx: _Context
+    model: nn.Module
+    net: nn.Module  # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    loader: DataLoader
+    priors: torch.Tensor  # (P, 4) cx cy w h, pixels of the training input
+    autocast: contextlib.AbstractContextManager[Any]
+    start: int
+    meta: dict[str, Any]
+    history: History
+
+
+class _Throughput:
+    """Images per second since the last reset."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.t0, self.seen = time.perf_counter(), 0
+
+    def rate(self) -> float:
+        return self.seen / (time.perf_counter() - self.t0)
 
 
 def learning_rate(iteration: int, total: int, cfg: TrainCfg) -> float:
@@ -91,10 +167,168 @@ def learning_rate(iteration: int, total: int, cfg: TrainCfg) -> float:
     return cfg.lr * 0.1 ** sum(iteration >= int(f * total) for f in cfg.step_fractions)
 
 
-def _freeze_bn(model: nn.Module) -> None:
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
+def data_fingerprint(paths: SplitPaths) -> dict[str, str]:
+    """What identifies a training split's content: ``{"kind", "sha256", "source"}``.
+
+    A SynthFace split (``synth.json`` beside the label file): sha256 of the sorted-key JSON of its generator
+    version, config (``SynthCfg``), split, seed and image count. Any other split: sha256 of the label file.
+    """
+    synth = Path(paths.labels).parent / "synth.json"
+    if not synth.is_file():
+        return {"kind": "label file", "sha256": file_sha256(paths.labels), "source": str(paths.labels)}
+    try:
+        info = json.loads(synth.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{synth}: not a SynthFace description ({exc})") from None
+    key = json.dumps({k: info.get(k) for k in SYNTH_KEYS}, sort_keys=True)
+    return {"kind": "SynthFace config", "sha256": hashlib.sha256(key.encode()).hexdigest(), "source": str(synth)}
+
+
+def train(
+    model_cfg: DetectorCfg,
+    train_cfg: TrainCfg,
+    run: RunSpec,
+    loss_fn: LossFn = losses,
+) -> dict[str, Any]:
+    """Train (or resume) a detector; returns the run record (also written to ``train_record.json``).
+
+    Resuming a finished run prints one line, writes nothing and returns the stored record with
+    ``"nothing_to_do": True``.
+    """
+    ctx = _context(model_cfg, train_cfg, run)
+    saved = _resume_point(ctx)
+    if saved is not None and _complete(ctx, saved.iteration):
+        return _already_finished(ctx, saved.iteration)
+    session = _session(ctx, saved)
+    wall0 = time.perf_counter()
+    done, parts = _loop(session, loss_fn)
+    return _finish(session, done, parts, time.perf_counter() - wall0)
+
+
+# --- set-up ------------------------------------------------------------------------------------------
+
+
+def _setup_distributed(device: str) -> _Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+    return _Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _context(model_cfg: DetectorCfg, train_cfg: TrainCfg, run: RunSpec) -> _Context:
+    """Join the process group, pick this process's device, read the data's labels and fingerprint."""
+    d = _setup_distributed(run.device)
+    device = torch.device(f"cuda:{d.local_rank}" if run.device == "cuda" and d.world > 1 else run.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dataset = FaceDataset(run.data, train_cfg.augment, train_cfg.seed)
+    for warning in dataset.warnings if d.main else []:
+        print(f"warning: {warning}", file=sys.stderr)
+    total = train_cfg.max_iterations or iterations_for(train_cfg.epochs, len(dataset), train_cfg.batch_size)
+    return _Context(model_cfg, train_cfg, run, d, device, dataset, total, data_fingerprint(run.data))
+
+
+def _resume_point(ctx: _Context) -> _Saved | None:
+    """``last.pth`` of the run in ``out_dir`` (None: none), after checking it is this run: configs and data."""
+    if not ctx.last.exists():
+        return None
+    if not ctx.run.resume:
+        raise RetinaError(f"{ctx.out} already holds a run (last.pth): pass --resume to continue it, or another --out")
+    cfg, state, payload = read_checkpoint(ctx.last)
+    extra = payload["extra"]
+    _check_same(ctx.last, "model config", cfg, ctx.model_cfg)
+    _check_same(ctx.last, "training recipe", from_dict(TrainCfg, extra["train_cfg"]), ctx.train_cfg)
+    _check_same_data(ctx, extra.get("data_fingerprint"))
+    history = extra.get("history") or {"invocations": [], "saves": []}  # none in runs from before the records
+    return _Saved(int(extra["iteration"]), state, extra["optimizer"], history)
+
+
+def _check_same(last: Path, what: str, saved: Any, now: Any) -> None:
+    if saved != now:
+        raise RetinaError(
+            f"{last} was written with other settings ({what} {config_hash(saved)}, now {config_hash(now)}); "
+            "cannot resume it with these"
+        )
+
+
+def _check_same_data(ctx: _Context, saved: dict[str, str] | None) -> None:
+    new = ctx.fingerprint
+    if saved is None:
+        if ctx.dist.main:
+            print(f"{ctx.last} records no data fingerprint (an older run): the data cannot be checked")
+        return
+    if saved["sha256"] != new["sha256"]:
+        raise RetinaError(
+            f"{ctx.last} was trained on other data: {saved['kind']} sha256 {saved['sha256'][:16]} "
+            f"({saved['source']}), now {new['kind']} sha256 {new['sha256'][:16]} ({new['source']}); "
+            "resume it with its own data, or use another --out"
+        )
+
+
+def _complete(ctx: _Context, iteration: int) -> bool:
+    """The run reached its last iteration and wrote its final files."""
+    return iteration >= ctx.total and (ctx.out / "final.pth").is_file() and (ctx.out / "train_record.json").is_file()
+
+
+def _already_finished(ctx: _Context, iteration: int) -> dict[str, Any]:
+    if ctx.dist.main:
+        print(
+            f"{ctx.out}: already finished at iteration {iteration}/{ctx.total} "
+            f"(epoch {ctx.epochs(iteration):.4g}/{ctx.epochs(ctx.total):.4g}); nothing to do"
+        )
+    record = json.loads((ctx.out / "train_record.json").read_text())
+    return {**record, "nothing_to_do": True}
+
+
+def _session(ctx: _Context, saved: _Saved | None) -> _Session:
+    """Build the model and optimiser (from ``saved`` when resuming), place them, and open the records."""
+    cfg = ctx.train_cfg
+    torch.manual_seed(cfg.seed)
+    model = build_detector(ctx.model_cfg)
+    if ctx.run.pretrained_backbone is not None:
+        load_pretrained_backbone(model, ctx.run.pretrained_backbone)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if saved is not None:
+        load_weights(model, saved.state, str(ctx.last))
+        optimizer.load_state_dict(saved.optimizer)
+    elif ctx.run.resume and ctx.dist.main:
+        print(f"no checkpoint in {ctx.out}: starting from scratch")
+    start = saved.iteration if saved is not None else 0
+    net = _place(ctx, model, optimizer)
+    size = cfg.augment.image_size
+    priors = make_priors((size, size), ctx.model_cfg.priors.strides, ctx.model_cfg.priors.sizes, device=ctx.device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (ctx.cuda and ctx.run.amp) else contextlib.nullcontext()
+    _trim_metrics(ctx, start)
+    history = _open_history(ctx, saved, start)
+    return _Session(ctx, model, net, optimizer, _loader(ctx, start), priors, autocast, start, _meta(ctx), history)
+
+
+def _place(ctx: _Context, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
+    """Move the model and optimiser state to the device; returns the network to call (DDP when distributed)."""
+    model.to(ctx.device)
+    if ctx.cuda and ctx.run.channels_last:
+        model.to(memory_format=torch.channels_last)
+    for group_state in optimizer.state.values():  # momentum buffers follow the model's device
+        for k, v in group_state.items():
+            if torch.is_tensor(v):
+                group_state[k] = v.to(ctx.device)
+    if ctx.dist.world == 1:
+        return model
+    net: nn.Module = model
+    if ctx.cuda and not ctx.train_cfg.freeze_bn:  # batch statistics over the global batch (CUDA only in torch)
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.cuda else None)
+
+
+def _loader(ctx: _Context, start: int) -> DataLoader:
+    """This process's part of every global batch from iteration ``start`` to the end."""
+    cfg, d = ctx.train_cfg, ctx.dist
+    sampler = ResumableSampler(len(ctx.dataset), cfg.batch_size, cfg.seed, start, ctx.total, d.rank, d.world)
+    return DataLoader(
+        ctx.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=ctx.run.workers, pin_memory=ctx.cuda
+    )
 
 
 def _read_metrics(path: Path, upto: int) -> list[str]:
@@ -104,151 +338,196 @@ def _read_metrics(path: Path, upto: int) -> list[str]:
     return [line for line in path.read_text().splitlines() if line and json.loads(line)["iteration"] <= upto]
 
 
-def train(
-    model_cfg: DetectorCfg,
-    train_cfg: TrainCfg,
-    run: RunSpec,
-    loss_fn: Callable[..., dict[str, torch.Tensor]] = losses,
-) -> dict[str, Any]:
-    """Train (or resume) a detector; returns the run record (also written to ``train_record.json``)."""
-    d = _setup_distributed(run.device)
-    device = torch.device(f"cuda:{d.local_rank}" if run.device == "cuda" and d.world > 1 else run.device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    out = Path(run.out_dir)
-    last = out / "last.pth"
-    torch.manual_seed(train_cfg.seed)
-    model = build_detector(model_cfg)
-    if run.pretrained_backbone is not None:
-        load_pretrained_backbone(model, run.pretrained_backbone)
-    dataset = FaceDataset(run.data, train_cfg.augment, train_cfg.seed)
-    total = train_cfg.max_iterations or iterations_for(train_cfg.epochs, len(dataset), train_cfg.batch_size)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=train_cfg.lr, momentum=train_cfg.momentum, weight_decay=train_cfg.weight_decay
-    )
-    start = 0
-    if last.exists():
-        if not run.resume:
-            raise RetinaError(f"{out} already holds a run (last.pth): pass --resume to continue it, or another --out")
-        cfg, state, payload = read_checkpoint(last)
-        saved_train = from_dict(TrainCfg, payload["extra"]["train_cfg"])
-        if cfg != model_cfg or saved_train != train_cfg:
-            raise RetinaError(f"{last} was written with other settings; cannot resume it with these")
-        load_weights(model, state, str(last))
-        optimizer.load_state_dict(payload["extra"]["optimizer"])
-        start = int(payload["extra"]["iteration"])
-    elif run.resume and d.main:
-        print(f"no checkpoint in {out}: starting from scratch")
-    model.to(device)
-    cuda = device.type == "cuda"
-    if cuda and run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    for group_state in optimizer.state.values():  # momentum buffers follow the model's device
-        for k, v in group_state.items():
-            if torch.is_tensor(v):
-                group_state[k] = v.to(device)
-    net: nn.Module = model
-    if d.world > 1:
-        if cuda and not train_cfg.freeze_bn:  # batch statistics over the global batch (CUDA only in torch)
-            net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if cuda else None)
-    sampler = ResumableSampler(len(dataset), train_cfg.batch_size, train_cfg.seed, start, total, d.rank, d.world)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=run.workers, pin_memory=cuda)
-    size = train_cfg.augment.image_size
-    priors = make_priors((size, size), model_cfg.priors.strides, model_cfg.priors.sizes, device=device)
-    metrics_path = out / "metrics.jsonl"
-    lines = _read_metrics(metrics_path, start) if d.main else []
-    if d.main:
-        out.mkdir(parents=True, exist_ok=True)
-        write_text(metrics_path, "".join(line + "\n" for line in lines))
-    meta = {
-        "model_cfg": to_dict(model_cfg),
-        "model_cfg_hash": config_hash(model_cfg),
-        "train_cfg": to_dict(train_cfg),
-        "train_cfg_hash": config_hash(train_cfg),
-        "data": {"label": run.data_label, "images": str(run.data.images), "labels": str(run.data.labels)},
-        "world_size": d.world,
-        "device": str(device),
+def _trim_metrics(ctx: _Context, start: int) -> None:
+    """Create ``out_dir`` and keep the metric lines up to the starting iteration (rank 0)."""
+    if ctx.dist.main:
+        lines = _read_metrics(ctx.metrics_path, start)
+        ctx.out.mkdir(parents=True, exist_ok=True)
+        write_text(ctx.metrics_path, "".join(line + "\n" for line in lines))
+
+
+def _meta(ctx: _Context) -> dict[str, Any]:
+    """What the run is, for every checkpoint's provenance and the train record."""
+    run = ctx.run
+    data = {"label": run.data_label, "images": str(run.data.images), "labels": str(run.data.labels)}
+    return {
+        "model_cfg": to_dict(ctx.model_cfg),
+        "model_cfg_hash": config_hash(ctx.model_cfg),
+        "train_cfg": to_dict(ctx.train_cfg),
+        "train_cfg_hash": config_hash(ctx.train_cfg),
+        "data": {**data, "fingerprint": ctx.fingerprint, "warnings": ctx.dataset.warnings},
+        "world_size": ctx.dist.world,
+        "device": str(ctx.device),
     }
 
-    def checkpoint(path: Path, iteration: int) -> None:
-        extra = {"iteration": iteration, "optimizer": optimizer.state_dict(), "train_cfg": to_dict(train_cfg)}
-        save_checkpoint(path, model, model_cfg, provenance=_jsonable(provenance(**meta)), extra=extra)
 
-    bar = tqdm(total=total, initial=start, disable=not (run.progress and d.main), unit="it", dynamic_ncols=True)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cuda and run.amp) else contextlib.nullcontext()
-    t0, seen, wall0 = time.perf_counter(), 0, time.perf_counter()
-    done, saved = start, (start if start else None)
+def _open_history(ctx: _Context, saved: _Saved | None, start: int) -> History:
+    """The run's history so far plus this invocation (the command run and the commit at its start)."""
+    prior = saved.history if saved is not None else {"invocations": [], "saves": []}
+    invocation = {
+        "argv": list(sys.argv),
+        "git": git_commit(),
+        "started_utc": utc_now(),
+        "start_iteration": start,
+        "world_size": ctx.dist.world,
+        "device": str(ctx.device),
+    }
+    return {"invocations": [*prior["invocations"], invocation], "saves": list(prior["saves"])}
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+
+
+def _loop(s: _Session, loss_fn: LossFn) -> tuple[int, dict[str, torch.Tensor]]:
+    """Train from ``s.start`` to the end (or ``stop_after``); returns (iterations done, last loss parts)."""
+    ctx, run = s.ctx, s.ctx.run
+    shown = run.progress and ctx.dist.main
+    bar = tqdm(total=ctx.total, initial=s.start, disable=not shown, unit="it", dynamic_ncols=True)
+    meter = _Throughput()
+    done, saved = s.start, (s.start if s.start else None)
     parts: dict[str, torch.Tensor] = {}
-    for iteration, (images, targets) in enumerate(loader, start=start):
-        net.train()
-        if train_cfg.freeze_bn:
-            _freeze_bn(net)
-        lr = learning_rate(iteration, total, train_cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x = normalize(images.to(device, non_blocking=True), model_cfg.input)
-        with autocast:
-            pred = net(x)
-        assigned = assign(targets, priors, model_cfg.priors.variances, train_cfg.loss)
-        counts = torch.stack([assigned.num_positive, assigned.num_landmarks]).float()
-        if d.world > 1:
-            dist.all_reduce(counts)
-        parts = loss_fn(pred, assigned, train_cfg.loss, counts[0], counts[1])
-        loss = weighted_total(parts, train_cfg.loss)
-        finite = torch.isfinite(loss.detach()).float()
-        if d.world > 1:
-            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
-        if finite.item() == 0:
-            values = {k: float(v.detach()) for k, v in parts.items()}
-            kept = f"{last} (iteration {saved})" if saved is not None else "none was written yet"
-            raise TrainingDiverged(
-                f"non-finite loss at iteration {iteration + 1}: {values}; training stopped, "
-                f"the last good checkpoint is kept: {kept}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        (loss * d.world).backward()  # DDP averages gradients over processes; the loss is a share of the global mean
-        if train_cfg.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
-        optimizer.step()
-        seen += train_cfg.batch_size
+    for iteration, batch in enumerate(s.loader, start=s.start):
+        lr = learning_rate(iteration, ctx.total, ctx.train_cfg)
+        parts, counts = _step(s, batch, lr, loss_fn, iteration, saved)
+        meter.seen += ctx.train_cfg.batch_size
         done = iteration + 1
-        if done % run.log_every == 0 or done == total:
-            logged = torch.stack([v.detach().float() for v in parts.values()])
-            if d.world > 1:
-                dist.all_reduce(logged)
-            elapsed = time.perf_counter() - t0
-            record = {"iteration": done, "epoch": done / max(1, len(dataset) // train_cfg.batch_size), "lr": lr}
-            record |= {k: float(v) for k, v in zip(parts, logged, strict=True)}
-            record |= {"loss": float(weighted_total(dict(zip(parts, logged, strict=True)), train_cfg.loss))}
-            record |= {"images_per_s": seen / elapsed, "positives": float(counts[0])}
-            if d.main:
-                with metrics_path.open("a") as f:
-                    f.write(json.dumps(record) + "\n")
-                bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}")
-            t0, seen = time.perf_counter(), 0
+        if done % run.log_every == 0 or done == ctx.total:
+            _log(s, done, lr, parts, counts, meter, bar)
+            meter.reset()
         bar.update(1)
-        if done % run.checkpoint_every == 0 or done == total:
-            if d.main:
-                checkpoint(last, done)
+        if done % run.checkpoint_every == 0 or done == ctx.total:
+            if ctx.dist.main:
+                _save(s, "last.pth", done)
             saved = done
         if run.stop_after is not None and done >= run.stop_after:
             break
     bar.close()
+    return done, parts
+
+
+def _step(
+    s: _Session, batch: tuple[torch.Tensor, Any], lr: float, loss_fn: LossFn, iteration: int, saved: int | None
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """One optimiser step; returns the loss parts and the global (positives, landmark faces) counts."""
+    ctx, cfg = s.ctx, s.ctx.train_cfg
+    images, targets = batch
+    s.net.train()
+    if cfg.freeze_bn:
+        _freeze_bn(s.net)
+    for group in s.optimizer.param_groups:
+        group["lr"] = lr
+    x = normalize(images.to(ctx.device, non_blocking=True), ctx.model_cfg.input)
+    with s.autocast:
+        pred = s.net(x)
+    assigned = assign(targets, s.priors, ctx.model_cfg.priors.variances, cfg.loss)
+    counts = _all_reduce(torch.stack([assigned.num_positive, assigned.num_landmarks]).float(), ctx.dist)
+    parts = loss_fn(pred, assigned, cfg.loss, counts[0], counts[1])
+    loss = weighted_total(parts, cfg.loss)
+    _check_finite(s, loss, parts, iteration, saved)
+    s.optimizer.zero_grad(set_to_none=True)
+    (loss * ctx.dist.world).backward()  # DDP averages gradients over processes; the loss is a share of the global mean
+    if cfg.grad_clip is not None:
+        nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
+    s.optimizer.step()
+    return parts, counts
+
+
+def _freeze_bn(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+
+
+def _all_reduce(x: torch.Tensor, d: _Dist, op: Any = dist.ReduceOp.SUM) -> torch.Tensor:
+    """``x`` reduced over processes in place (unchanged in one process)."""
+    if d.world > 1:
+        dist.all_reduce(x, op=op)
+    return x
+
+
+def _check_finite(
+    s: _Session, loss: torch.Tensor, parts: dict[str, torch.Tensor], iteration: int, saved: int | None
+) -> None:
+    """Raise :class:`TrainingDiverged` on every process when any process's loss is NaN or infinite."""
+    finite = _all_reduce(torch.isfinite(loss.detach()).float(), s.ctx.dist, dist.ReduceOp.MIN)
+    if finite.item() == 0:
+        values = {k: float(v.detach()) for k, v in parts.items()}
+        kept = f"{s.ctx.last} (iteration {saved})" if saved is not None else "none was written yet"
+        raise TrainingDiverged(
+            f"non-finite loss at iteration {iteration + 1}: {values}; training stopped, "
+            f"the last good checkpoint is kept: {kept}"
+        )
+
+
+def _log(
+    s: _Session,
+    done: int,
+    lr: float,
+    parts: dict[str, torch.Tensor],
+    counts: torch.Tensor,
+    meter: _Throughput,
+    bar: tqdm,
+) -> None:
+    """Append one metrics line (losses averaged over processes) on rank 0 and show it on the bar."""
+    ctx = s.ctx
+    logged = _all_reduce(torch.stack([v.detach().float() for v in parts.values()]), ctx.dist)
+    averaged = dict(zip(parts, logged, strict=True))
+    record = {"iteration": done, "epoch": ctx.epochs(done), "lr": lr}
+    record |= {k: float(v) for k, v in averaged.items()}
+    record |= {"loss": float(weighted_total(averaged, ctx.train_cfg.loss))}
+    record |= {"images_per_s": meter.rate(), "positives": float(counts[0])}
+    if ctx.dist.main:
+        with ctx.metrics_path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}")
+
+
+# --- records -----------------------------------------------------------------------------------------
+
+
+def _save(s: _Session, name: str, iteration: int) -> None:
+    """Write checkpoint ``out_dir/name`` (rank 0), recording the save (commit now) in the run's history."""
+    ctx = s.ctx
+    made = _jsonable(provenance(**s.meta))
+    s.history["saves"].append(
+        {
+            "iteration": iteration,
+            "file": name,
+            "saved_utc": made["created_utc"],
+            "git": made["git"],
+            "invocation": len(s.history["invocations"]) - 1,  # index: whose argv did the saving
+        }
+    )
+    extra = {
+        "iteration": iteration,
+        "optimizer": s.optimizer.state_dict(),
+        "train_cfg": to_dict(ctx.train_cfg),
+        "data_fingerprint": ctx.fingerprint,
+        "history": _jsonable(s.history),
+    }
+    save_checkpoint(ctx.out / name, s.model, ctx.model_cfg, provenance=made, extra=extra)
+
+
+def _finish(s: _Session, done: int, parts: dict[str, torch.Tensor], wall_s: float) -> dict[str, Any]:
+    """Write ``final.pth`` and ``train_record.json`` when the run is complete; returns the record."""
+    ctx = s.ctx
+    complete = done >= ctx.total
+    if ctx.dist.main and complete:
+        _save(s, "final.pth", done)
     record = {
-        **meta,
-        "iterations": total,
+        **s.meta,
+        "iterations": ctx.total,
         "completed_iterations": done,
-        "finished": done >= total,
-        "resumed_from": start,
-        "wall_time_s_this_process": time.perf_counter() - wall0,
+        "finished": complete,
+        "resumed_from": s.start,
+        "wall_time_s_this_process": wall_s,
         "final_losses": {k: float(v.detach()) for k, v in parts.items()},
+        "history": _jsonable(s.history),
         "provenance": provenance(),
     }
-    if d.main and done >= total:
-        checkpoint(out / "final.pth", done)
-        write_json(out / "train_record.json", _jsonable(record))
-    if d.world > 1:
+    if ctx.dist.main and complete:
+        write_json(ctx.out / "train_record.json", _jsonable(record))
+    if ctx.dist.world > 1:
         dist.barrier()
     return record
 

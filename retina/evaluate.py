@@ -18,14 +18,12 @@ from tqdm import tqdm
 
 from retina.api import Detections, Detector
 from retina.config import PostCfg, config_hash, to_dict
-from retina.data.widerface import GroundTruth, Predictions, load_ground_truth, write_predictions
+from retina.data.widerface import GroundTruth, Submission, load_ground_truth, write_predictions
 from retina.errors import RetinaError
 from retina.eval.report import write_results
 from retina.eval.widerface import EvalResult, evaluate
-from retina.images import read_image
+from retina.images import IMAGE_SUFFIXES, find_image, read_image
 from retina.protocols import protocol as get_protocol
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -56,11 +54,12 @@ class EvalSplit:
 
 
 def image_path(images: Path, event: str, stem: str) -> Path:
-    for suffix in IMAGE_SUFFIXES:
-        path = images / event / f"{stem}{suffix}"
-        if path.is_file():
-            return path
-    raise RetinaError(f"image {event}/{stem} of the ground truth not found under {images}")
+    """``images/<event>/<stem>.<suffix>`` for any suffix of ``IMAGE_SUFFIXES`` in any case."""
+    path = find_image(images / event, stem)
+    if path is None:
+        suffixes = "/".join(sorted(s[1:] for s in IMAGE_SUFFIXES))
+        raise RetinaError(f"image {event}/{stem}.({suffixes}) of the ground truth not found under {images}")
+    return path
 
 
 def _batches(gt: GroundTruth, images: Path, size: int) -> Iterator[list[tuple[int, np.ndarray]]]:
@@ -87,14 +86,16 @@ def predict_split(
     pred_dir: Path,
     protocol: str,
     post: PostCfg,
-    batch_size: int = 8,
     progress: bool = True,
-) -> Predictions:
-    """Run the detector over every ground-truth image, writing ``pred_dir/<event>/<image>.txt``."""
+) -> Submission:
+    """Run the detector over every ground-truth image, writing ``pred_dir/<event>/<image>.txt``.
+
+    Images are read ``detector.batch_size`` at a time; the detector batches the network inputs of equal size.
+    """
     proto = get_protocol(protocol)
     out: list[np.ndarray] = [np.zeros((0, 5))] * len(gt.images)
     bar = tqdm(total=len(gt.images), disable=not progress, unit="img", desc=f"detect ({protocol})")
-    for batch in _batches(gt, split.images, batch_size):
+    for batch in _batches(gt, split.images, detector.batch_size):
         results = detector.detect_arrays([image for _, image in batch], proto, post)
         for (k, _), dets in zip(batch, results, strict=True):
             event, stem = gt.images[k]
@@ -102,7 +103,7 @@ def predict_split(
             write_predictions(pred_dir, event, stem, out[k][:, :4], out[k][:, 4])
         bar.update(len(batch))
     bar.close()
-    return Predictions(tuple(out), source=str(pred_dir))
+    return Submission(tuple(out), source=str(pred_dir))
 
 
 def evaluate_detector(
@@ -112,18 +113,23 @@ def evaluate_detector(
     protocol: str = "original",
     post: PostCfg | None = None,
     iou: float = 0.5,
-    batch_size: int = 8,
+    *,
     progress: bool = True,
+    arithmetic: str = "matlab",
     **extra: Any,
 ) -> tuple[EvalResult, dict[str, Path]]:
-    """Predict, write the submission under ``out_dir/predictions`` and the evaluation results in ``out_dir``."""
+    """Predict, write the submission under ``out_dir/predictions`` and the evaluation results in ``out_dir``.
+
+    ``arithmetic``: that of ``retina.eval.widerface.evaluate`` ('matlab' or 'float64'). The network batch is
+    ``detector.batch_size``.
+    """
     out_dir = Path(out_dir)
     post = post or detector.post
     gt = load_ground_truth(split.gt)
     t0 = time.perf_counter()
-    predictions = predict_split(detector, split, gt, out_dir / "predictions", protocol, post, batch_size, progress)
+    predictions = predict_split(detector, split, gt, out_dir / "predictions", protocol, post, progress)
     seconds = time.perf_counter() - t0
-    result = evaluate(predictions, gt, iou)
+    result = evaluate(predictions, gt, iou, arithmetic=arithmetic)
     record = {
         "data": split.label,
         "images": str(split.images),
@@ -131,6 +137,7 @@ def evaluate_detector(
         "post": to_dict(post),
         "model": detector.cfg.name,
         "model_cfg_hash": config_hash(detector.cfg),
+        "batch_size": detector.batch_size,
         "detect_seconds": seconds,
         **extra,
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 from pathlib import Path
 
@@ -12,17 +13,41 @@ from retina.errors import RetinaError
 
 ImageLike = np.ndarray | str | os.PathLike
 
+# File suffixes taken for images when searching folders and matching ground-truth names (compared lower-cased).
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+
+def is_image_file(path: Path) -> bool:
+    """A file whose suffix, in any case, is one of ``IMAGE_SUFFIXES``."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+
+
+def find_image(folder: Path, stem: str) -> Path | None:
+    """The image file ``folder/<stem>.<suffix>`` (suffix in any case); None if there is none.
+
+    More than one (``a.jpg`` and ``a.png``) is an error: which one was meant is not ours to guess.
+    """
+    found = [p for p in folder.glob(glob.escape(stem) + ".*") if p.stem == stem and is_image_file(p)]
+    if len(found) > 1:
+        names = ", ".join(sorted(p.name for p in found))
+        raise RetinaError(f"{folder}: several image files for {stem!r} ({names}); keep one")
+    return found[0] if found else None
+
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as (H, W, 3) uint8 BGR; a clear error for a missing or unreadable file."""
+    """Read an image file as (H, W, 3) uint8 BGR, the same array as ``cv2.imread(path)``.
+
+    Like ``cv2.imread``: EXIF orientation applied, alpha dropped, 16-bit reduced to its high byte. The bytes
+    are read by numpy so that non-ASCII paths work everywhere. A missing or undecodable file is an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise RetinaError(f"image not found: {path}")
     data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if image is None:
         raise RetinaError(f"cannot decode image (corrupt or not an image): {path}")
-    return to_bgr(image, str(path))
+    return image
 
 
 def to_bgr(image: np.ndarray, name: str = "image") -> np.ndarray:

@@ -79,10 +79,24 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (e.g. ``2026-11-27T22:59:14+00:00``)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def provenance(**extra: Any) -> dict[str, Any]:
     """Everything needed to say where a number came from; ``extra`` adds config, seed, data, device."""
     return {
-        "created_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "created_utc": utc_now(),
         "git": git_commit(),
         "versions": versions(),
         "machine": machine(),

@@ -11,6 +11,7 @@ import pytest
 from ablations import run as runner
 from ablations.variants import ABLATIONS, PAPER_TABLE3, Setting, replace_path
 from reports.ablation_table import build, frame, load_records, summarize
+from retina.cli import main as cli_main
 from retina.config import AugmentCfg, TrainCfg, to_dict
 from retina.data.dataset import SplitPaths
 from retina.errors import RetinaError
@@ -165,7 +166,15 @@ def test_runner_writes_one_record_per_variant_and_seed_skips_them_and_resumes(tm
     rec = json.loads((out / "records" / "lpts__seed1.json").read_text())
     assert rec["train_cfg"]["loss"]["w_landmarks"] == 0.1 and rec["train_cfg"]["seed"] == 1
     assert rec["key"] == runner.run_key(plan, lpts) and rec["synthetic"] and rec["protocol"] == "original"
-    assert 0.0 <= rec["metrics"]["hard"] <= 1.0 and len(rec["curves"]["hard"]["recall"]) == 1000
+    assert len(rec["curves"]["hard"]["recall"]) == 1000
+    # the record's APs are those of the submission it wrote for this (variant, seed), evaluated on its own
+    evaluated = runner.run_dir(plan, lpts, 1) / "eval_original"
+    args = ["--gt", str(toy / "ground_truth"), "--pred", str(evaluated / "predictions"), "--out", str(tmp_path / "re")]
+    assert cli_main(["widerface-eval", *args]) == 0
+    alone = json.loads((tmp_path / "re" / "results.json").read_text())
+    for setting in ("easy", "medium", "hard"):
+        assert rec["metrics"][setting] == alone[setting], setting
+    assert rec["metrics"]["hard_map"] == alone["hard_map_50_95"]
     assert rec["provenance"]["git"] and rec["train"]["iterations"] == 2
     assert json.loads((runner.run_dir(plan, lpts, 1) / "train_record.json").read_text())["resumed_from"] == 1
     base = json.loads((out / "records" / "no_lpts__seed0.json").read_text())

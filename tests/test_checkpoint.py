@@ -13,7 +13,7 @@ from retina.checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
-from retina.config import preset
+from retina.config import preset, to_dict
 from retina.errors import CheckpointError
 from tests.conftest import shared_file
 
@@ -48,16 +48,37 @@ def test_strict_loading_names_the_mismatch():
         load_weights(model, wrong, "test")
 
 
-def test_garbage_and_missing_files(tmp_path):
-    bad = tmp_path / "bad.pth"
-    bad.write_bytes(b"\x00garbage")
-    with pytest.raises(CheckpointError, match="cannot load"):
-        read_checkpoint(bad)
+class _NotAllowed:
+    """A class that the weights-only unpickler refuses."""
+
+
+def test_garbage_and_missing_files_are_one_line_errors(tmp_path):
+    def refused(payload, message, raw=False):
+        path = tmp_path / f"case{len(list(tmp_path.iterdir()))}.pth"
+        path.write_bytes(payload) if raw else torch.save(payload, path)
+        with pytest.raises(CheckpointError, match=message) as err:
+            read_checkpoint(path)
+        assert "\n" not in str(err.value) and str(path) in str(err.value)
+        if not raw:
+            with pytest.raises(CheckpointError):
+                load_pretrained_backbone(build_detector(preset("mobilenet0.25")), path)
+
+    for raw in (b"\x00garbage", b"", b"these are not weights\n"):
+        refused(raw, r"cannot load .*: not a PyTorch weights file \(\w+\)$", raw=True)
     with pytest.raises(CheckpointError, match="not found"):
         read_checkpoint(tmp_path / "nope.pth")
-    torch.save({"foo": torch.zeros(2)}, tmp_path / "other.pth")
-    with pytest.raises(CheckpointError, match="neither a retina checkpoint nor a biubug6"):
-        read_checkpoint(tmp_path / "other.pth")
+    refused(
+        {"model": _NotAllowed()}, r"refers to the Python object tests\.test_checkpoint\._NotAllowed, which is never"
+    )
+    refused({"foo": torch.zeros(2)}, "neither a retina checkpoint nor a biubug6")
+    refused({"state_dict": 3}, "neither a retina checkpoint nor a biubug6")
+    refused({1: torch.zeros(1)}, "neither a retina checkpoint nor a biubug6")
+    refused(torch.zeros(2), "not a state dict or retina checkpoint")
+    refused({"format": "retina", "version": 1, "state_dict": {}}, r"without a valid config \(KeyError\)")
+    refused({"format": "retina", "version": 1, "config": {"nme": 1}, "state_dict": {}}, "without a valid config")
+    refused({"format": "retina", "version": 2}, "version 2 is not supported")
+    config = to_dict(preset("mobilenet0.25"))
+    refused({"format": "retina", "version": 1, "config": config}, "without a state dict")
 
 
 def test_biubug6_import_with_and_without_module_prefix(tmp_path):

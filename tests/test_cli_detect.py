@@ -55,3 +55,21 @@ def test_detect_real_weights_on_a_sample(tmp_path):
     assert main(["detect", str(image), "--weights", str(weights), "--out", str(tmp_path)]) == 0
     record = json.loads((tmp_path / "scikit-image_astronaut.json").read_text())
     assert len(record["scores"]) == 1 and record["scores"][0] > 0.99
+
+
+def test_detect_without_weights_uses_the_committed_checkpoint(tmp_path, capsys):
+    from retina.api import Detector
+    from retina.commands.args import DEFAULT_WEIGHTS
+
+    image = tmp_path / "face.png"
+    canvas = np.full((96, 128, 3), 60, np.uint8)
+    cv2.circle(canvas, (64, 48), 30, (150, 180, 220), -1)
+    cv2.imwrite(str(image), canvas)
+    assert main(["detect", str(image), "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"note: no --weights given: using the committed checkpoint {DEFAULT_WEIGHTS.name} (trained on "
+                   "synthetic faces)"]  # fmt: skip
+    record = json.loads((tmp_path / "out" / "face.json").read_text())
+    assert record["settings"]["weights"] == str(DEFAULT_WEIGHTS) and record["settings"]["model"] == "mobilenet0.25"
+    expected = Detector.from_checkpoint(DEFAULT_WEIGHTS)(image, score_threshold=0.5)
+    np.testing.assert_allclose(np.array(record["boxes"]).reshape(-1, 4), expected.boxes, atol=1e-3)

@@ -72,6 +72,6 @@ def test_cli_unknown_image_and_bad_iou(tiny: tuple[Path, Path], capsys: pytest.C
     write_predictions(pred, "0--A", "zz", np.ones((1, 4)), np.ones(1))
     assert "not in the ground truth" in _run_error(["widerface-eval", "--pred", str(pred), "--gt", str(gt)], capsys)
     err = _run_error(["widerface-eval", "--pred", str(pred), "--gt", str(gt), "--iou", "1.5"], capsys)
-    assert "--iou must be in (0, 1]" in err
+    assert "argument --iou: expected an IoU threshold in (0, 1], got '1.5'" in err
     err = _run_error(["widerface-eval", "--pred", str(pred), "--gt", str(pred)], capsys)
     assert "ground truth file not found" in err

@@ -163,8 +163,9 @@ def test_images_without_faces_are_skipped_and_counts_reported() -> None:
 
 
 def test_bad_inputs_raise() -> None:
-    with pytest.raises(ValueError, match="negative width"):
-        evaluate([np.array([[0, 0, -1, 9, 0.9]]), np.zeros((0, 5))], GOLDEN_GT)
+    # a negative width is evaluated (as the official code does), with a warning; NaN is refused
+    accepted = evaluate([np.array([[0, 0, -1, 9, 0.9]]), np.zeros((0, 5))], GOLDEN_GT)
+    assert "0--E/i0: 1 box(es) of negative width or height" in accepted.warnings[0]
     with pytest.raises(ValueError, match="NaN"):
         evaluate([np.array([[0, 0, 1, 9, np.nan]]), np.zeros((0, 5))], GOLDEN_GT)
     with pytest.raises(ValueError, match="2 ground-truth images"):

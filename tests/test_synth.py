@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from retina.cli import main
-from retina.data.synth import PRESETS, SynthCfg, default_split, generate_split, read_meta
+from retina.data.synth import SYNTH_PRESETS, SynthCfg, default_split, generate_split, read_meta
 from retina.data.synth_config import difficulty, settings_of, wider_attributes
 from retina.data.synth_sheet import contact_sheet
 from retina.data.widerface import load_ground_truth, read_retinaface_labels
@@ -21,7 +21,7 @@ from retina.errors import DataFormatError, RetinaError
 from retina.mesh import FaceParams, build_template, face_shape
 from retina.render import model_to_camera, project
 
-TINY = PRESETS["tiny"]
+TINY = SYNTH_PRESETS["tiny"]
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from retina.checkpoint import save_checkpoint
 from retina.config import AugmentCfg, TrainCfg, preset
 from retina.data.dataset import SplitPaths
 from retina.data.synth import generate_split
-from retina.data.synth_config import PRESETS
+from retina.data.synth_config import SYNTH_PRESETS
 from retina.engine import RunSpec, train
 from retina.evaluate import EvalSplit, evaluate_detector
 
@@ -25,8 +25,8 @@ MARGIN = 0.02
 
 @pytest.mark.slow
 def test_short_training_beats_untrained_hard_ap(tmp_path):
-    generate_split(tmp_path / "train", PRESETS["tiny"], "train", 48, 1, workers=1)
-    generate_split(tmp_path / "val", PRESETS["tiny"], "val", 24, 2, workers=1)
+    generate_split(tmp_path / "train", SYNTH_PRESETS["tiny"], "train", 48, 1, workers=1)
+    generate_split(tmp_path / "val", SYNTH_PRESETS["tiny"], "val", 24, 2, workers=1)
     model_cfg = preset("mobilenet0.25")
     schedule = dict(lr=0.01, warmup_lr=0.001, warmup_fraction=0.1, step_fractions=(0.8,))
     train_cfg = TrainCfg(

@@ -215,7 +215,7 @@ def _write(path: Path, text: str) -> Path:
         ("a1\ntwo\n", r"a1.txt:2: expected a box count"),
         ("a1\n1\n1 2 3 4\n", r"a1.txt:3: expected 5 numbers"),
         ("a1\n2\n1 2 3 4 0.9\n1 2 nan 4 0.8\n", r"a1.txt:4: NaN"),
-        ("a1\n2\n1 2 3 4 0.9\n1 2 3 -4 0.8\n", r"a1.txt:4: negative width or height"),
+        ("a1\n2\n1 2 3 4 0.9\n1 2 3 inf 0.8\n", r"a1.txt:4: NaN or infinite value"),
         ("a1\n1\n1 2 3 4 x\n", r"a1.txt:3: not a list of numbers"),
         ("a1\n", r"a1.txt:2: expected the image name, then the box count"),
     ],
@@ -224,6 +224,37 @@ def test_bad_prediction_file_names_file_and_line(tmp_path: Path, text: str, mess
     path = _write(tmp_path / "0--A" / "a1.txt", text)
     with pytest.raises(DataFormatError, match=message):
         read_prediction_file(path)
+
+
+def test_prediction_file_keeps_negative_and_zero_sizes_with_warnings(tmp_path: Path) -> None:
+    text = "a1\n4\n1 2 3 -4 0.8\n1 2 -3 4 0.7\n5 5 0 2.5 0.6\n1 1 0.2 0.3 0.5\n"
+    path = _write(tmp_path / "0--A" / "a1.txt", text)
+    warnings: list[str] = []
+    det = read_prediction_file(path, warnings)
+    np.testing.assert_array_equal(det[:, 2:4], [[3, -4], [-3, 4], [0, 2.5], [0.2, 0.3]])  # all kept, as written
+    note = "evaluated as the official tool does"
+    assert warnings == [
+        f"{path}:3: negative width or height (3 x -4); {note}",
+        f"{path}:4: negative width or height (-3 x 4); {note}",
+        f"{path}:5: zero width or height (0 x 2.5); {note}",
+    ]
+    np.testing.assert_array_equal(read_prediction_file(path), det)  # warnings are optional
+    gt = GroundTruth(("0--A",), (("0--A", "a1"),), (np.zeros((1, 4)),), {})
+    submission = read_predictions(tmp_path, gt)
+    assert submission.warnings == tuple(warnings) and submission.n_detections == 4
+
+
+def test_label_lines_of_negative_size_are_counted(tmp_path: Path) -> None:
+    lines = ["# 0--A/a1.jpg", "1 2 3 4", "1 2 -2 4", "# 0--A/a2.jpg", *(f"{k} 0 5 -{k}" for k in range(1, 5))]
+    path = _write(tmp_path / "label.txt", "\n".join(lines) + "\n")
+    warnings: list[str] = []
+    images = read_retinaface_labels(path, warnings)
+    assert [len(im.boxes) for im in images] == [2, 4]  # kept as written
+    assert warnings == [
+        f"{path}: 5 face line(s) of negative width or height, kept as written: "
+        "line 3 (-2 x 4), line 5 (5 x -1), line 6 (5 x -2) and 2 more"
+    ]
+    np.testing.assert_array_equal(read_retinaface_labels(path)[1].boxes[:, 3], [-1, -2, -3, -4])  # list optional
 
 
 def test_prediction_file_accepts_zero_and_trailing_blank_lines(tmp_path: Path) -> None:

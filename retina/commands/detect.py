@@ -1,44 +1,52 @@
-"""``retina detect IMAGE_OR_DIR... --weights W --out DIR``: per image a JSON file and an annotated picture."""
+"""``retina detect IMAGE_OR_DIR... --out DIR [--weights W]``: per image a JSON file and an annotated picture."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from retina.commands.args import DEFAULT_WEIGHTS, device, fraction, iou_threshold, output_dir
+from retina.config import PRESETS
 from retina.errors import RetinaError
-from retina.images import read_image
+from retina.images import IMAGE_SUFFIXES, is_image_file, read_image
 from retina.protocols import PROTOCOLS
 from retina.results import write_bytes, write_json
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
-    p.add_argument("--weights", required=True, help="retina checkpoint or biubug6 state dict")
-    p.add_argument("--preset", default=None, help="architecture the weights must match (checked)")
+    p.add_argument(
+        "--weights",
+        type=Path,
+        default=None,
+        help="retina checkpoint or biubug6 state dict (default: the committed checkpoint, trained on synthetic data)",
+    )
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="architecture the weights must match")
     p.add_argument("--protocol", default="original", choices=sorted(PROTOCOLS), help="test-time protocol")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="keep faces scoring above this")
-    p.add_argument("--nms-iou", type=float, default=0.4, help="NMS IoU threshold")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--score-threshold", type=fraction, default=0.5, help="keep faces scoring above this, in [0, 1]")
+    p.add_argument("--nms-iou", type=iou_threshold, default=0.4, help="NMS IoU threshold, in (0, 1]")
+    p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu or cuda:0")
+    p.add_argument("--out", required=True, type=output_dir, help="output folder")
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
-    """Files as given, folders expanded (sorted, recursive) to their image files."""
+    """Files as given, folders expanded (sorted, recursive) to their image files (``IMAGE_SUFFIXES``, any case)."""
     out: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            out += sorted(p for p in item.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            found = sorted(p for p in item.rglob("*") if is_image_file(p))
+            if not found:
+                suffixes = " ".join(sorted(IMAGE_SUFFIXES))
+                raise RetinaError(f"no image files ({suffixes}) in folder {item}")
+            out += found
         elif item.is_file():
             out.append(item)
         else:
             raise RetinaError(f"no such file or folder: {item}")
-    if not out:
-        raise RetinaError("no images found in the given inputs")
     stems = [p.stem for p in out]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
@@ -72,13 +80,18 @@ def run(args: argparse.Namespace) -> int:
     from retina.api import Detector  # torch import only when the command runs
 
     paths = collect_images(args.inputs)
+    if args.weights is None:
+        args.weights = DEFAULT_WEIGHTS
+        note = f"no --weights given: using the committed checkpoint {DEFAULT_WEIGHTS.name} (trained on synthetic faces)"
+        print(f"note: {note}", file=sys.stderr)
     detector = Detector.from_checkpoint(args.weights, preset=args.preset, device=args.device, protocol=args.protocol)
-    failed: list[str] = []
+    failed = 0
     for image_path in paths:
         try:
             image = read_image(image_path)
         except RetinaError as exc:  # keep going: one bad file must not cost the others' results
-            failed.append(str(exc))
+            print(f"warning: {exc}", file=sys.stderr)
+            failed += 1
             continue
         dets = detector(image, score_threshold=args.score_threshold, nms_iou=args.nms_iou)
         record = {
@@ -99,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
             raise RetinaError(f"could not encode the annotated picture for {image_path}")
         write_bytes(args.out / f"{image_path.stem}.jpg", encoded.tobytes())
         print(f"{image_path}: {len(dets)} faces")
-    print(f"wrote {len(paths) - len(failed)} results to {args.out}")
+    print(f"wrote {len(paths) - failed} results to {args.out}")
     if failed:
-        raise RetinaError(f"{len(failed)} of {len(paths)} images could not be read:\n  " + "\n  ".join(failed))
+        raise RetinaError(f"{failed} of {len(paths)} images could not be read (see the warnings above)")
     return 0

@@ -9,32 +9,30 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
+from retina.commands.args import non_negative_int, output_dir, output_file, positive_int
 from retina.errors import RetinaError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, type=Path, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--out", required=True, type=output_dir, help="output folder (must not exist unless --overwrite)")
     p.add_argument("--split", required=True, choices=("train", "val", "test"), help="split name (changes the images)")
-    p.add_argument("--images", required=True, type=int, help="number of images")
-    p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same files)")
+    p.add_argument("--images", required=True, type=positive_int, help="number of images (>= 1)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed >= 0 (same seed, same files)")
     p.add_argument("--preset", default="default", help="generator preset: default (640 wide), wider (1024), tiny")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (output does not depend on it)")
+    p.add_argument("--workers", type=positive_int, default=1, help="worker processes (output does not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--contact-sheet", type=Path, default=None, help="also write a PNG contact sheet here")
+    p.add_argument("--contact-sheet", type=output_file, default=None, help="also write a PNG contact sheet here")
 
 
 def run(args: argparse.Namespace) -> int:
-    from retina.data.synth import PRESETS, generate_split
+    from retina.data.synth import SYNTH_PRESETS, generate_split
 
-    if args.preset not in PRESETS:
-        raise RetinaError(f"unknown preset {args.preset!r} (available: {', '.join(PRESETS)})")
-    if args.workers < 1:
-        raise RetinaError(f"--workers must be >= 1, got {args.workers}")
+    if args.preset not in SYNTH_PRESETS:
+        raise RetinaError(f"unknown preset {args.preset!r} (available: {', '.join(SYNTH_PRESETS)})")
     start = time.perf_counter()
     out = generate_split(
-        args.out, PRESETS[args.preset], args.split, args.images, args.seed, args.workers, args.overwrite
+        args.out, SYNTH_PRESETS[args.preset], args.split, args.images, args.seed, args.workers, args.overwrite
     )
     info = json.loads((out / "synth.json").read_text())
     counts = info["counts"]

@@ -11,7 +11,19 @@ import argparse
 import dataclasses
 from pathlib import Path
 
+from retina.commands.args import (
+    device,
+    int_in_range,
+    non_negative_float,
+    non_negative_int,
+    output_dir,
+    positive_float,
+    positive_int,
+)
 from retina.config import PRESETS, TRAIN_PRESETS, AugmentCfg, LossCfg, TrainCfg, preset, train_preset
+
+MAX_SEED = 2**32 - 1
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096  # AugmentCfg needs >= 32; beyond 4096 a batch does not fit anywhere
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -20,22 +32,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--data", choices=["synth"], default="synth", help="the embedded SynthFace train split")
     src.add_argument("--data-root", type=Path, help="a split folder holding images/ and label.txt")
-    p.add_argument("--out", type=Path, required=True, help="run folder (checkpoints, metrics, record)")
+    p.add_argument("--out", type=output_dir, required=True, help="run folder (checkpoints, metrics, record)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (with torchrun: each process takes its LOCAL_RANK)")
-    p.add_argument("--workers", type=int, default=2, help="data loader worker processes per training process")
+    p.add_argument(
+        "--device", type=device, default="cpu", help="cpu or cuda (with torchrun: each process takes its LOCAL_RANK)"
+    )
+    p.add_argument(
+        "--workers", type=non_negative_int, default=2, help="data loader worker processes per training process"
+    )
     p.add_argument("--pretrained-backbone", type=Path, help="local ImageNet backbone weights file")
-    p.add_argument("--checkpoint-every", type=int, default=200, help="iterations between checkpoints")
-    p.add_argument("--log-every", type=int, default=10, help="iterations between metric records")
+    p.add_argument("--checkpoint-every", type=positive_int, default=200, help="iterations between checkpoints")
+    p.add_argument("--log-every", type=positive_int, default=10, help="iterations between metric records")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = p.add_argument_group("recipe overrides (they change the training config and its hash)")
-    g.add_argument("--epochs", type=float)
-    g.add_argument("--max-iterations", type=int)
-    g.add_argument("--batch-size", type=int, help="global batch size (split over torchrun processes)")
-    g.add_argument("--lr", type=float)
-    g.add_argument("--image-size", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--landmark-weight", type=float, help="weight of the landmark loss (0 disables it)")
+    g.add_argument("--epochs", type=positive_float)
+    g.add_argument("--max-iterations", type=positive_int)
+    g.add_argument("--batch-size", type=positive_int, help="global batch size (split over torchrun processes)")
+    g.add_argument("--lr", type=positive_float)
+    g.add_argument("--image-size", type=int_in_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE))
+    g.add_argument("--seed", type=int_in_range(0, MAX_SEED))
+    g.add_argument("--landmark-weight", type=non_negative_float, help="weight of the landmark loss (0 disables it)")
     g.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed")
 
 
@@ -81,6 +97,6 @@ def run(args: argparse.Namespace) -> int:
         data_label=label,
     )
     record = train(preset(args.preset), train_config(args), run_spec)
-    if record["finished"]:
+    if record["finished"] and not record.get("nothing_to_do"):  # the engine said "already finished"
         print(f"done: {record['completed_iterations']} iterations; weights in {args.out / 'final.pth'}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from retina.commands.args import iou_threshold
 from retina.errors import RetinaError
 
 
@@ -14,7 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gt", required=True, metavar="DIR", help="folder with wider_face_val.mat and wider_{easy,medium,hard}_val.mat"
     )
-    parser.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the per-setting APs (default 0.5)")
+    parser.add_argument(
+        "--iou", type=iou_threshold, default=0.5, help="IoU threshold of the per-setting APs (default 0.5)"
+    )
     parser.add_argument("--out", metavar="DIR", help="write results.json, pr_curves.csv and pr_curves.png here")
     parser.add_argument(
         "--missing-as-empty",
@@ -32,17 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from retina.data.widerface import load_ground_truth, read_predictions
-    from retina.eval.report import format_table, write_results
+    from retina.eval.report import format_table, iou_note, summarise_warnings, write_results
     from retina.eval.widerface import evaluate
 
-    if not 0.0 < args.iou <= 1.0:
-        raise RetinaError(f"--iou must be in (0, 1], got {args.iou}")
-    if args.arithmetic == "matlab" and args.iou != 0.5:
-        print(
-            "note: in matlab arithmetic the overlap is 0 or 1, so any --iou acts as 0.5; "
-            "use --arithmetic float64 for a real IoU threshold",
-            file=sys.stderr,
-        )
+    if note := iou_note(args.arithmetic, args.iou):
+        print(note, file=sys.stderr)
     start = time.perf_counter()
     gt = load_ground_truth(args.gt)
     predictions = read_predictions(args.pred, gt, missing_as_empty=args.missing_as_empty)
@@ -54,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     eval_s = time.perf_counter() - start - read_s
     if predictions.missing:
         print(f"note: {len(predictions.missing)} images had no prediction file (counted as empty)", file=sys.stderr)
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+    for line in summarise_warnings(result.warnings):
+        print(line, file=sys.stderr)
     print(format_table(result))
     if args.out:
         paths = write_results(

@@ -68,9 +68,17 @@ class FaceDataset(Dataset):
 
     def __init__(self, paths: SplitPaths, augment_cfg: AugmentCfg, seed: int) -> None:
         self.paths = paths
-        self.entries = read_retinaface_labels(paths.labels)
+        self.warnings: list[str] = []  # about the label file: faces kept as written but not trained on
+        self.entries = read_retinaface_labels(paths.labels, self.warnings)
         if not self.entries:
             raise RetinaError(f"{paths.labels}: no images listed")
+        n_faces = sum(len(e.boxes) for e in self.entries)
+        dropped = sum(int(np.sum((e.boxes[:, 2] <= 0) | (e.boxes[:, 3] <= 0))) for e in self.entries)
+        if dropped:
+            self.warnings.append(
+                f"{paths.labels}: {dropped} of {n_faces} faces have zero or negative width or height; "
+                "they are not trained on"
+            )
         self.augment_cfg = augment_cfg
         self.seed = seed
 

@@ -40,8 +40,8 @@ import numpy as np
 from retina.data.synth_config import (
     DIFFICULTY_RULE,
     EVENTS,
-    PRESETS,
     SPLIT_CODES,
+    SYNTH_PRESETS,
     SYNTH_VERSION,
     SynthCfg,
     settings_of,
@@ -58,7 +58,7 @@ from retina.data.widerface import (
 from retina.errors import DataFormatError, RetinaError
 from retina.results import provenance, write_bytes, write_json, write_text
 
-__all__ = ["PRESETS", "SynthCfg", "default_split", "generate_split", "read_meta"]
+__all__ = ["SYNTH_PRESETS", "SynthCfg", "default_split", "generate_split", "read_meta"]
 
 DEFAULT_SEED = 0
 MAT_HEADER_TEXT = 116  # bytes of descriptive text at the start of a MATLAB 5 MAT-file
@@ -243,9 +243,9 @@ def default_split(split: str, preset: str = "default", workers: int | None = Non
     """
     if split not in ("train", "val"):
         raise RetinaError(f"default_split: split must be 'train' or 'val', got {split!r}")
-    if preset not in PRESETS:
-        raise RetinaError(f"unknown SynthFace preset {preset!r} (available: {', '.join(PRESETS)})")
-    cfg = PRESETS[preset]
+    if preset not in SYNTH_PRESETS:
+        raise RetinaError(f"unknown SynthFace preset {preset!r} (available: {', '.join(SYNTH_PRESETS)})")
+    cfg = SYNTH_PRESETS[preset]
     key = json.dumps({"version": SYNTH_VERSION, "config": cfg.to_dict(), "seed": DEFAULT_SEED}, sort_keys=True)
     folder = cache_root() / f"v{SYNTH_VERSION}-{preset}-{hashlib.sha256(key.encode()).hexdigest()[:12]}" / split
     if (folder / "synth.json").is_file():

@@ -91,7 +91,7 @@ class SynthCfg:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-PRESETS: MappingProxyType[str, SynthCfg] = MappingProxyType(
+SYNTH_PRESETS: MappingProxyType[str, SynthCfg] = MappingProxyType(
     {
         # The suite's default pair: 640-wide images, faces 8-300 px for anchors 16..512 at 640x640 input.
         "default": SynthCfg(),

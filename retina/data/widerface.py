@@ -4,7 +4,7 @@ Four layouts, all with boxes as ``x y w h`` pixels (x, y = top-left corner):
 
 * RetinaFace ``label.txt`` (retinaface_gt_v1.1): ``# <event>/<name>.jpg`` then one line per face, either
   ``x y w h`` (val layout) or ``x y w h  lx0 ly0 f0 ... lx4 ly4 f4  quality`` (train layout, five landmarks
-  with a flag each, all ``-1`` when a face has none; source: ``shared/docs/reference.md``).
+  with a flag each, all ``-1`` when a face has none; source: the retinaface_gt_v1.1 files of the RetinaFace release).
 * The official evaluation ground truth (WIDER FACE ``eval_tools``): ``wider_face_val.mat`` (``event_list``,
   ``file_list``, ``face_bbx_list`` int32 x y w h, per-face attribute lists) and ``wider_{easy,medium,hard}_val.mat``
   (the same plus ``gt_list``: per image, the 1-based indices of the faces that count in that setting).
@@ -76,17 +76,19 @@ class LabeledImage:
         return cls(path, boxes, np.full((n, 5, 2), -1.0), np.full((n, 5), -1.0), np.full(n, np.nan))
 
 
-def read_retinaface_labels(path: PathLike) -> list[LabeledImage]:
+def read_retinaface_labels(path: PathLike, warnings: list[str] | None = None) -> list[LabeledImage]:
     """Read a RetinaFace ``label.txt``, train layout (20 or 19 numbers a face) or val layout (4 numbers).
 
     A train line without its trailing quality value (19 numbers) gets quality nan; a val line gets
-    landmarks and flags -1 and quality nan.
+    landmarks and flags -1 and quality nan. Faces of negative width or height are kept as written and
+    counted: one message in ``warnings`` (when given) says how many and on which lines.
     """
     path = Path(path)
     text = _read_text(path)
     images: list[LabeledImage] = []
     current: str | None = None
     rows: list[list[float]] = []
+    negative: list[str] = []  # "line 12 (-2 x 5)" per face line of negative size
 
     def flush() -> None:
         if current is not None:
@@ -110,7 +112,15 @@ def read_retinaface_labels(path: PathLike) -> list[LabeledImage]:
                 f"{path}:{lineno}: expected 4 (x y w h), 19 or 20 numbers (with landmarks), got {len(values)}"
             )
         rows.append(values)
+        if min(values[2], values[3]) < 0:
+            negative.append(f"line {lineno} ({_fmt(values[2])} x {_fmt(values[3])})")
     flush()
+    if negative and warnings is not None:
+        more = f" and {len(negative) - 3} more" if len(negative) > 3 else ""
+        warnings.append(
+            f"{path}: {len(negative)} face line(s) of negative width or height, kept as written: "
+            f"{', '.join(negative[:3])}{more}"
+        )
     return images
 
 
@@ -406,16 +416,19 @@ def ground_truth_from_boxes(
 
 
 @dataclass(frozen=True, eq=False)
-class Predictions:
-    """Detections of a submission, aligned with a GroundTruth's ``images``.
+class Submission:
+    """A submission folder's detections, aligned with a GroundTruth's ``images``.
 
     ``detections[k]``: (N, 5) float64 ``x y w h score`` of image k in file order (unsorted).
     ``missing``: images without a prediction file (empty detections when read with ``missing_as_empty``).
+    ``warnings``: boxes accepted as the official tool accepts them, one message per box line
+    (``<file>:<line>: negative width or height (-3 x 4); ...``).
     """
 
     detections: tuple[np.ndarray, ...]
     missing: tuple[tuple[str, str], ...] = ()
     source: str = ""
+    warnings: tuple[str, ...] = ()
 
     @property
     def n_detections(self) -> int:
@@ -439,11 +452,13 @@ def write_predictions(
     return write_text(Path(pred_dir) / event / f"{image_stem}.txt", "\n".join(lines) + "\n")
 
 
-def read_prediction_file(path: PathLike) -> np.ndarray:
+def read_prediction_file(path: PathLike, warnings: list[str] | None = None) -> np.ndarray:
     """Parse one submission file: returns (N, 5) float64 ``x y w h score`` in file order.
 
     Strict where MATLAB's ``read_pred`` silently drops a file: a bad count, too few or too many box lines,
-    a line without exactly 5 numbers, a non-finite value, or a negative width/height is an error.
+    a line without exactly 5 numbers, or a NaN or infinite value is an error naming the file and line.
+    Boxes of negative or zero width or height are kept, as the official tool keeps them, and reported in
+    ``warnings`` (when given) as ``<file>:<line>: negative width or height (-3 x 4); ...``.
     """
     path = Path(path)
     lines = _read_text(path).splitlines()
@@ -471,17 +486,29 @@ def read_prediction_file(path: PathLike) -> np.ndarray:
                 raise DataFormatError(f"{path}:{lineno}: NaN or infinite value")
         raise DataFormatError(f"{path}: malformed box lines")  # pragma: no cover (caught above)
     values = values.reshape(count, 5)
-    bad = np.flatnonzero((values[:, 2] < 0) | (values[:, 3] < 0))
-    if bad.size:
-        raise DataFormatError(f"{path}:{bad[0] + 3}: negative width or height")
+    if warnings is not None:
+        warnings += _size_warnings(values[:, 2:4], path)
     return values
 
 
-def read_predictions(pred_dir: PathLike, gt: GroundTruth, missing_as_empty: bool = False) -> Predictions:
+def _size_warnings(sizes: np.ndarray, path: Path) -> list[str]:
+    """One message per box of ``sizes (ndarray[N, 2]) w h`` (file lines 3..) with a negative or zero side."""
+    out = []
+    for k in np.flatnonzero((sizes <= 0).any(axis=1)).tolist():
+        w, h = sizes[k]
+        kind = "negative" if min(w, h) < 0 else "zero"
+        out.append(
+            f"{path}:{k + 3}: {kind} width or height ({_fmt(w)} x {_fmt(h)}); evaluated as the official tool does"
+        )
+    return out
+
+
+def read_predictions(pred_dir: PathLike, gt: GroundTruth, missing_as_empty: bool = False) -> Submission:
     """Read a submission folder ``<pred_dir>/<event>/<stem>.txt`` for every image of ``gt``.
 
     Missing files raise (count and first names), unless ``missing_as_empty``: then they have no detections,
-    as in MATLAB's ``read_pred``. A ``.txt`` file for an image that is not in ``gt`` raises.
+    as in MATLAB's ``read_pred``. A ``.txt`` file for an image that is not in ``gt`` raises. Boxes of
+    negative or zero size are kept, with a warning each (``Submission.warnings``).
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
@@ -509,11 +536,12 @@ def read_predictions(pred_dir: PathLike, gt: GroundTruth, missing_as_empty: bool
             f"{pred_dir}: prediction files missing for {len(missing)} of {len(gt.images)} images, e.g. {names} "
             "(use --missing-as-empty to count them as images without detections)"
         )
+    warnings: list[str] = []
     detections = tuple(
-        np.zeros((0, 5)) if key not in found else read_prediction_file(pred_dir / key[0] / f"{key[1]}.txt")
+        np.zeros((0, 5)) if key not in found else read_prediction_file(pred_dir / key[0] / f"{key[1]}.txt", warnings)
         for key in gt.images
     )
-    return Predictions(detections, missing, str(pred_dir))
+    return Submission(detections, missing, str(pred_dir), tuple(warnings))
 
 
 # ------------------------------------------------------------------------------------------ helpers

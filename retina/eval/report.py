@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,26 @@ def write_results(out_dir: str | os.PathLike[str], result: EvalResult, predictio
         "png": write_bytes(out_dir / "pr_curves.png", pr_figure_png(result.curves)),
     }
     return paths
+
+
+def iou_note(arithmetic: str, iou: float) -> str | None:
+    """The note to print when ``--iou`` cannot act as given (None when it does)."""
+    if arithmetic == "matlab" and iou != 0.5:
+        return (
+            "note: in matlab arithmetic the overlap is an integer (an int32 division), so any --iou acts as 0.5; "
+            "use --arithmetic float64 for a real IoU threshold"
+        )
+    return None
+
+
+def summarise_warnings(warnings: Sequence[str], limit: int = 5) -> list[str]:
+    """The lines to print for ``warnings``: the first ``limit`` as ``warning: ...``, then how many more."""
+    lines = [f"warning: {w}" for w in warnings[:limit]]
+    if len(warnings) > limit:
+        lines.append(
+            f"warning: ... and {len(warnings) - limit} more ({len(warnings)} in all, every one in results.json)"
+        )
+    return lines
 
 
 def format_table(result: EvalResult) -> str:

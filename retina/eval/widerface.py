@@ -1,6 +1,6 @@
 """WIDER FACE evaluation: the official MATLAB ``eval_tools`` protocol, exact and vectorised (pure functions).
 
-Protocol (``shared/docs/reference.md``, and the eval_tools sources ``read_pred.m``, ``norm_score.m``,
+Protocol (the WIDER FACE eval_tools sources ``wider_eval.m``, ``read_pred.m``, ``norm_score.m``,
 ``evaluation.m``, ``boxoverlap.m``):
 
 1. each image's predictions are sorted by score, descending (MATLAB ``sort`` is stable on ties);
@@ -19,16 +19,23 @@ Two arithmetics, because MATLAB's is not the textbook one:
 
 * ``"matlab"`` (default): bit-for-bit what the official code computes with the official files. The .mat
   stores boxes as int32, and MATLAB evaluates ``max(int32, double)`` and ``int32 +- double`` in int32 with
-  rounding (half away from zero): prediction corners are rounded to whole pixels and the overlap
-  ``inter ./ union`` is an int32 division, i.e. 0 or 1 (1 exactly when 2 * inter >= union). So a prediction
-  takes the first face with IoU >= 0.5 (rounded corners), not the best one, and any IoU threshold in
-  (0, 1] acts as 0.5. ``norm_score.m`` starts its running max/min at ``realmin('single')`` /
-  ``realmax('single')``, which makes the normalisation single precision. Checked against the eval_tools
-  code run in GNU Octave 7.3 (same mixed-type rules as MATLAB); see the issue report.
+  rounding (half away from zero) and saturation: prediction corners are rounded to whole pixels, the
+  prediction's own area stays a double from its unrounded corners, and the overlap ``inter ./ union`` is
+  an int32 division (``retina.eval.overlap``). The overlap is thus an integer: usually 0 or 1 (1 when
+  2 * inter >= union), more than 1 for sub-pixel predictions (a 0.2 x 0.2 box on a 1 x 1 face: 4 / 1),
+  INT32_MAX for a union of 0. A prediction takes the face of largest overlap, the first on ties
+  (MATLAB's ``max``): often the first face with IoU >= 0.5 rather than the best one; and any IoU
+  threshold in (0, 1] acts as 0.5. Boxes of negative or zero width or height are evaluated by the same
+  formulas, as the official code does. ``norm_score.m`` starts its running max/min at
+  ``realmin('single')`` / ``realmax('single')``, which makes the normalisation single precision.
+  Evidence: hand-worked cases in ``tests/test_eval_matlab_cases.py``; ``benchmarks/octave_eval.py`` runs
+  the official eval_tools under GNU Octave (same mixed-type rules as MATLAB) and compares the APs.
 * ``"float64"``: the protocol text in float64 throughout (real IoU, argmax face, float64 normalisation).
   This is what the Python ports compute once step 1 is added, and the only arithmetic in which an IoU
   other than 0.5 means anything: the WIDER Challenge 2018 metric (hard AP averaged over IoU
-  0.50:0.05:0.95) uses it.
+  0.50:0.05:0.95) uses it. Boxes of negative or zero size go through the same float64 formulas: a
+  prediction whose width or height is <= -1 overlaps nothing; one in (-1, 0] acts as a box of
+  width + 1 < 1 pixel (a real IoU in (0, 1]), and no input crashes it.
 
 Speed: the best face and overlap of every prediction are computed once per arithmetic, image by image
 with dense (predictions x faces) arrays; settings and IoU thresholds then only re-threshold flat arrays,
@@ -47,12 +54,12 @@ import numpy as np
 from retina.data.widerface import (  # re-exported: the formats an evaluation needs
     SETTINGS,
     GroundTruth,
-    Predictions,
+    Submission,
     load_ground_truth,
     read_predictions,
     write_predictions,
 )
-from retina.eval.overlap import best_faces
+from retina.eval.overlap import INT32_MAX, INT32_MIN, best_faces
 
 __all__ = [
     "ARITHMETICS",
@@ -63,7 +70,7 @@ __all__ = [
     "GroundTruth",
     "Matches",
     "PRCurve",
-    "Predictions",
+    "Submission",
     "evaluate",
     "load_ground_truth",
     "match_predictions",
@@ -80,8 +87,6 @@ THRESHOLD_COUNT = 1000
 THRESHOLDS: np.ndarray = 1.0 - np.arange(1, THRESHOLD_COUNT + 1, dtype=np.float64) / THRESHOLD_COUNT
 THRESHOLDS.setflags(write=False)
 CHALLENGE_IOUS: tuple[float, ...] = (0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95)
-# MATLAB int32 arithmetic is emulated in float64, exact while no intermediate leaves int32's range.
-_COORD_LIMIT = 2.0**29
 _SINGLE_MIN, _SINGLE_MAX = np.float32(np.finfo(np.float32).tiny), np.float32(np.finfo(np.float32).max)
 
 PROTOCOL = (
@@ -90,10 +95,11 @@ PROTOCOL = (
     "match (overlap >= IoU) to a face outside the setting is dropped from the proposals, repeat matches are "
     "false positives; 1000 thresholds t = 1 - k/1000; precision = TP/proposals, recall = TP/faces of the "
     "setting (all images); AP = VOC area under the precision envelope. Arithmetic 'matlab' reproduces "
-    "MATLAB's int32/single evaluation of the official code with the int32 .mat ground truth (overlap is an "
-    "int32 division, so a prediction takes the first face with rounded-corner IoU >= 0.5); 'float64' "
-    "evaluates the same protocol in float64. hard_map_50_95: WIDER Challenge 2018 metric, hard AP averaged "
-    "over IoU 0.50:0.05:0.95 in float64 arithmetic."
+    "MATLAB's int32/single evaluation of the official code with the int32 .mat ground truth (rounded "
+    "prediction corners, double prediction area, overlap an int32 division, so an integer; a prediction "
+    "takes the face of largest overlap, the first on ties); 'float64' evaluates the same protocol in "
+    "float64. Boxes of negative or zero size are evaluated as the official code does. hard_map_50_95: "
+    "WIDER Challenge 2018 metric, hard AP averaged over IoU 0.50:0.05:0.95 in float64 arithmetic."
 )
 
 
@@ -186,7 +192,8 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     mpre = np.concatenate([[0.0], precision, [0.0]])
     mpre = np.fmax.accumulate(mpre[::-1])[::-1]
     i = np.flatnonzero(mrec[1:] != mrec[:-1]) + 1
-    return float(np.sum((mrec[i] - mrec[i - 1]) * mpre[i]))
+    # summed left to right, as Octave's (and for a vector this short MATLAB's) ``sum``; np.sum is pairwise
+    return float(np.cumsum(np.r_[0.0, (mrec[i] - mrec[i - 1]) * mpre[i]])[-1])
 
 
 def normalise_scores(scores: np.ndarray, arithmetic: str = "matlab") -> np.ndarray:
@@ -214,13 +221,19 @@ def normalise_scores(scores: np.ndarray, arithmetic: str = "matlab") -> np.ndarr
 def match_predictions(detections: Sequence[np.ndarray], gt: GroundTruth, arithmetic: str = "matlab") -> Matches:
     """Sort, normalise and match every prediction to its best face (steps 1-3 up to the IoU test).
 
-    ``detections[k] (ndarray[N, 5])`` x y w h score of ``gt.images[k]``, any order.
+    ``detections[k] (ndarray[N, 5])`` x y w h score of ``gt.images[k]``, any order; finite values, sizes of
+    any sign (a negative or zero size gives a warning per image, and is evaluated as the official code does).
     """
     return _match_all(detections, gt, (arithmetic,))[arithmetic]
 
 
-def _match_all(detections: Sequence[np.ndarray], gt: GroundTruth, arithmetics: Sequence[str]) -> dict[str, Matches]:
-    """``match_predictions`` for several arithmetics, sharing the sort and the (prediction, face) pairs."""
+def _match_all(
+    detections: Sequence[np.ndarray], gt: GroundTruth, arithmetics: Sequence[str], size_warnings: bool = True
+) -> dict[str, Matches]:
+    """``match_predictions`` for several arithmetics, sharing the sort and the (prediction, face) pairs.
+
+    ``size_warnings``: report images with boxes of negative or zero size (off when the caller has already
+    reported them line by line, as ``read_predictions`` does)."""
     for arithmetic in arithmetics:
         _check_arithmetic(arithmetic)
     dets, image = _concat_sorted(detections, gt)
@@ -228,7 +241,7 @@ def _match_all(detections: Sequence[np.ndarray], gt: GroundTruth, arithmetics: S
     face_start = np.cumsum(face_count) - face_count
     on_faces = face_count[image] > 0
     skipped = int(len(dets) - on_faces.sum())
-    warnings = []
+    warnings = _degenerate_box_warnings(dets, image, gt) if size_warnings else []
     if skipped:
         warnings.append(f"{skipped} predictions on images without faces are ignored (the official code skips them)")
     raw = dets[:, 4]
@@ -240,9 +253,7 @@ def _match_all(detections: Sequence[np.ndarray], gt: GroundTruth, arithmetics: S
             "and no prediction passes any threshold (AP 0, as in the official code)"
         )
     all_faces = np.concatenate([*gt.boxes, np.zeros((0, 4))])
-    if "matlab" in arithmetics and (
-        not np.array_equal(all_faces, np.round(all_faces)) or np.abs(all_faces).max(initial=0) > _COORD_LIMIT
-    ):
+    if "matlab" in arithmetics and not _is_int32(all_faces):
         raise ValueError(
             "the ground-truth boxes are not int32 pixels (as in the official .mat): use arithmetic='float64'"
         )
@@ -286,7 +297,7 @@ def pr_curve(
 
 
 def evaluate(
-    predictions: Predictions | Sequence[np.ndarray],
+    predictions: Submission | Sequence[np.ndarray],
     gt: GroundTruth,
     iou: float = 0.5,
     *,
@@ -296,11 +307,15 @@ def evaluate(
 ) -> EvalResult:
     """AP and PR curves per setting at ``iou``, plus the WIDER Challenge 2018 hard mAP (``challenge``).
 
-    ``predictions``: a :class:`Predictions` or, per ``gt.images`` entry, an (N, 5) array x y w h score.
-    The float64 curves of the same settings are always computed too (they cost one more matching pass).
+    ``predictions``: a :class:`Submission` or, per ``gt.images`` entry, an (N, 5) array x y w h score.
+    ``arithmetic``: one of ``ARITHMETICS`` (see the module docstring). The float64 curves of the same
+    settings are always computed too (they cost one more matching pass). ``EvalResult.warnings``: the
+    submission's (one per box of negative or zero size, naming file and line), then the evaluation's.
     """
-    detections = predictions.detections if isinstance(predictions, Predictions) else tuple(predictions)
-    matches = _match_all(detections, gt, (arithmetic,) if arithmetic == "float64" else (arithmetic, "float64"))
+    submission = predictions if isinstance(predictions, Submission) else None
+    detections = submission.detections if submission is not None else tuple(predictions)
+    arithmetics = (arithmetic,) if arithmetic == "float64" else (arithmetic, "float64")
+    matches = _match_all(detections, gt, arithmetics, size_warnings=submission is None)
     counted = {s: _counted_faces(gt, s) for s in {*settings, *(("hard",) if challenge else ())} if s in gt.keep}
     curves = {s: pr_curve(matches[arithmetic], gt, s, iou, counted[s]) for s in settings}
     float_curves = (
@@ -319,8 +334,8 @@ def evaluate(
         "predictions": int(sum(n_dets)),
         "images_without_predictions": int(sum(n == 0 for n in n_dets)),
     }
-    if isinstance(predictions, Predictions):
-        counts["images_missing_prediction_file"] = len(predictions.missing)
+    if submission is not None:
+        counts["images_missing_prediction_file"] = len(submission.missing)
     return EvalResult(
         iou=float(iou),
         arithmetic=arithmetic,
@@ -328,7 +343,7 @@ def evaluate(
         float64_curves=MappingProxyType(float_curves),
         challenge_hard_ap=MappingProxyType(challenge_ap),
         counts=MappingProxyType(counts),
-        warnings=matches[arithmetic].warnings,
+        warnings=(*(submission.warnings if submission is not None else ()), *matches[arithmetic].warnings),
     )
 
 
@@ -353,13 +368,33 @@ def _concat_sorted(detections: Sequence[np.ndarray], gt: GroundTruth) -> tuple[n
             arrays[k] = d.reshape(0, 5)
     dets = np.concatenate([*arrays, np.zeros((0, 5))])
     image = np.repeat(np.arange(len(arrays)), [len(d) for d in arrays])
-    for problem, bad in (("NaN or infinite values", ~np.isfinite(dets).all(axis=1)),
-                         ("negative width or height", (dets[:, 2] < 0) | (dets[:, 3] < 0))):  # fmt: skip
-        if bad.any():
-            event, stem = gt.images[image[np.argmax(bad)]]
-            raise ValueError(f"detections of {event}/{stem}: {problem}")
+    bad = ~np.isfinite(dets).all(axis=1)
+    if bad.any():
+        event, stem = gt.images[image[np.argmax(bad)]]
+        raise ValueError(f"detections of {event}/{stem}: NaN or infinite values")
     order = np.lexsort((-dets[:, 4], image))  # lexsort is stable
     return dets[order], image[order]
+
+
+def _degenerate_box_warnings(dets: np.ndarray, image: np.ndarray, gt: GroundTruth) -> list[str]:
+    """One message per image with boxes of negative or zero width or height (``dets (P, 5)``, ``image (P,)``)."""
+    sizes = dets[:, 2:4]
+    negative = (sizes < 0).any(axis=1)
+    zero = (sizes == 0).any(axis=1) & ~negative
+    n_neg = np.bincount(image[negative], minlength=len(gt.images))
+    n_zero = np.bincount(image[zero], minlength=len(gt.images))
+    out = []
+    for k in np.flatnonzero(n_neg + n_zero).tolist():
+        counts = ((n_neg[k], "negative"), (n_zero[k], "zero"))
+        what = ", ".join(f"{n} box(es) of {kind} width or height" for n, kind in counts if n)
+        event, stem = gt.images[k]
+        out.append(f"detections of {event}/{stem}: {what}; evaluated as the official tool does")
+    return out
+
+
+def _is_int32(values: np.ndarray) -> bool:
+    """Are all ``values`` integers in int32's range (as the official .mat stores the faces)?"""
+    return bool(np.array_equal(values, np.round(values)) and np.all((values >= INT32_MIN) & (values <= INT32_MAX)))
 
 
 def _counted_faces(gt: GroundTruth, setting: str) -> np.ndarray:

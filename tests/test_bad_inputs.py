@@ -1,0 +1,246 @@
+"""Every bad input an answer: one table of bad command lines and files, each with its one-line error.
+
+Each case runs ``retina.cli.main`` in-process and expects exit status 2, the given words on stderr, no
+traceback, and at most ``lines`` stderr lines (1 unless the command goes on past a bad file and says so).
+Three cases also run as a subprocess, to show that no traceback or library warning escapes end to end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from retina.cli import main
+from retina.commands.args import DEFAULT_WEIGHTS
+from retina.data.widerface import SETTINGS, GroundTruth, write_ground_truth, write_predictions
+from tests.toy_faces import make_toy_split
+
+
+class NotAllowed:
+    """A class that the weights-only unpickler refuses."""
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    argv: str  # split on spaces after formatting with the fixture's paths, e.g. "detect {image} --out {out}"
+    expected: str  # words the error must contain
+    lines: int = 1  # most stderr lines allowed
+
+
+DETECT = "detect {image} --weights {weights} --out {out}"
+EVAL_ROOT = "evaluate --out {out} --no-progress --data-root"
+EVALUATE = EVAL_ROOT + " {toy}"
+EXPORT = "export-onnx --weights {weights} --out {out}/m.onnx"
+SYNTH = "synth --out {out}/synth --split val --images 1"
+WIDER = "widerface-eval --gt {gt} --pred {preds}"
+
+CASES = [
+    # the command line itself
+    Case("no command", "", "the following arguments are required: COMMAND"),
+    Case("unknown command", "detekt {image}", "invalid choice: 'detekt'"),
+    # retina detect
+    Case("score above 1", DETECT + " --score-threshold 1.5", "--score-threshold: expected a number in [0, 1]"),
+    Case("score NaN", DETECT + " --score-threshold nan", "--score-threshold: expected a number in [0, 1], got 'nan'"),
+    Case("score not a number", DETECT + " --score-threshold high", "expected a number in [0, 1], got 'high'"),
+    Case("NMS IoU 0", DETECT + " --nms-iou 0", "--nms-iou: expected an IoU threshold in (0, 1]"),
+    Case("unknown device", DETECT + " --device gpu0", "--device: not a torch device: 'gpu0'"),
+    Case("unknown protocol", DETECT + " --protocol fast", "--protocol: invalid choice: 'fast'"),
+    Case("unknown preset", DETECT + " --preset mobilenet", "--preset: invalid choice: 'mobilenet'"),
+    Case("missing image", "detect {tmp}/none.jpg --out {out}", "no such file or folder: "),
+    Case("folder without images", "detect {empty} --out {out}", "no image files (.bmp .jpeg"),
+    Case("text file as image", "detect {text_jpg} --weights {weights} --out {out}", "cannot decode image", 2),
+    Case("--out is a file", "detect {image} --weights {weights} --out {text_jpg}", "exists and is not a folder"),
+    Case("--out under a file", "detect {image} --weights {weights} --out {text_jpg}/sub", "Not a directory"),
+    Case("weights missing", "detect {image} --weights {tmp}/none.pth --out {out}", "weights file not found"),
+    Case("weights: text", "detect {image} --weights {w_text} --out {out}", "not a PyTorch weights file"),
+    Case("weights: random bytes", "detect {image} --weights {w_random} --out {out}", "not a PyTorch weights file"),
+    Case("weights: truncated", "detect {image} --weights {w_truncated} --out {out}", "not a PyTorch weights file"),
+    Case("weights: empty", "detect {image} --weights {w_empty} --out {out}", "not a PyTorch weights file"),
+    Case("weights: plain pickle", "detect {image} --weights {w_pickle} --out {out}", "not a PyTorch weights file"),
+    Case("weights: a class", "detect {image} --weights {w_class} --out {out}", "refers to the Python object"),
+    Case("weights: no tensors", "detect {image} --weights {w_plain} --out {out}", "neither a retina checkpoint"),
+    Case("weights: bad state", "detect {image} --weights {w_state} --out {out}", "neither a retina checkpoint"),
+    Case("weights: no config", "detect {image} --weights {w_noconfig} --out {out}", "without a valid config"),
+    Case("weights: other preset", DETECT + " --preset resnet50", "not the requested preset 'resnet50'"),
+    # retina evaluate
+    Case("eval score below 0", EVALUATE + " --score-threshold -0.1", "--score-threshold: expected a number in [0, 1]"),
+    Case("eval match IoU 0", EVALUATE + " --iou 0", "--iou: expected an IoU threshold in (0, 1]"),
+    Case("eval NMS IoU above 1", EVALUATE + " --nms-iou 1.01", "--nms-iou: expected an IoU threshold in (0, 1]"),
+    Case("eval batch 0", EVALUATE + " --batch-size 0", "--batch-size: expected an integer >= 1, got '0'"),
+    Case("eval batch 2.5", EVALUATE + " --batch-size 2.5", "--batch-size: expected an integer >= 1, got '2.5'"),
+    Case("eval arithmetic", EVALUATE + " --arithmetic fast", "--arithmetic: invalid choice: 'fast'"),
+    Case("eval weights missing", EVALUATE + " --weights {tmp}/none.pth", "weights file not found"),
+    Case("eval weights text", EVALUATE + " --weights {w_text}", "not a PyTorch weights file"),
+    Case("eval no images folder", EVAL_ROOT + " {empty}", "no WIDER_val/images or images folder"),
+    Case("eval no ground truth", EVAL_ROOT + " {no_gt}", "no wider_face_val.mat in"),
+    Case(
+        "eval image missing", "evaluate --data-root {toy_missing} --out {out} --no-progress", "0--Toy/toy_1.(bmp/jpeg"
+    ),
+    Case(
+        "eval image twice",
+        "evaluate --data-root {toy_twice} --out {out} --no-progress",
+        "several image files for 'toy_0'",
+    ),
+    # retina export-onnx
+    Case("opset too old", EXPORT + " --opset 5", "--opset: expected an integer in [9, 23], got '5'"),
+    Case("--out is a folder", "export-onnx --weights {weights} --out {empty}", "is a folder; give a file name"),
+    Case("check image missing", EXPORT + " --check-image {tmp}/none.png", "image not found"),
+    Case("export weights text", "export-onnx --weights {w_text} --out {out}/m.onnx", "not a PyTorch weights file"),
+    # retina synth
+    Case("synth 0 images", "synth --out {out}/s --split val --images 0", "--images: expected an integer >= 1"),
+    Case("synth negative seed", SYNTH + " --seed -1", "--seed: expected an integer >= 0, got '-1'"),
+    Case("synth 0 workers", SYNTH + " --workers 0", "--workers: expected an integer >= 1, got '0'"),
+    Case("synth unknown split", "synth --out {out}/s --split dev --images 1", "--split: invalid choice: 'dev'"),
+    Case("synth unknown preset", SYNTH + " --preset huge", "unknown preset 'huge'"),
+    # retina widerface-eval: the WIDER FACE readers
+    Case("pred not a number", WIDER.replace("{preds}", "{p_word}"), "a1.txt:3: not a list of numbers: '0 0 9 nine"),
+    Case("pred box count", WIDER.replace("{preds}", "{p_count}"), "a1.txt:2: declares 2 boxes but 1 box lines"),
+    Case("pred NaN", WIDER.replace("{preds}", "{p_nan}"), "a1.txt:3: NaN or infinite value"),
+    Case("pred 4 numbers", WIDER.replace("{preds}", "{p_short}"), "a1.txt:3: expected 5 numbers"),
+    Case("pred not UTF-8", WIDER.replace("{preds}", "{p_latin}"), "a1.txt: not UTF-8 text"),
+    Case("pred file missing", WIDER.replace("{preds}", "{p_missing}"), "missing for 1 of 2 images, e.g. 0--A/a2.txt"),
+    Case("pred folder missing", WIDER.replace("{preds}", "{tmp}/none"), "prediction folder not found"),
+    Case("ground truth missing", "widerface-eval --gt {empty} --pred {p_word}", "ground truth file not found"),
+]
+
+
+def _weights_files(root: Path) -> dict[str, Path]:
+    """Files given as --weights that are not checkpoints (named as the cases use them)."""
+    files = {name: root / f"{name}.pth" for name in ("w_text", "w_random", "w_truncated", "w_empty")}
+    files["w_text"].write_text("these are not weights\n")
+    files["w_random"].write_bytes(np.random.default_rng(0).bytes(4096))
+    data = DEFAULT_WEIGHTS.read_bytes()
+    files["w_truncated"].write_bytes(data[: len(data) // 2])
+    files["w_empty"].write_bytes(b"")
+    files["w_pickle"] = root / "w_pickle.pkl"
+    files["w_pickle"].write_bytes(pickle.dumps({"weights": [0.5, 0.25]}, protocol=4))  # torch warns about protocol 4
+    for name, payload in {
+        "w_class": {"model": NotAllowed()},
+        "w_plain": {"lr": 0.1, "epochs": 3},
+        "w_state": {"state_dict": 3},
+        "w_noconfig": {"format": "retina", "version": 1, "state_dict": {}},
+    }.items():
+        files[name] = root / f"{name}.pth"
+        torch.save(payload, files[name])
+    return files
+
+
+def _widerface(root: Path) -> dict[str, Path]:
+    """A two-image ground truth and prediction folders with one defect each (named as the cases use them)."""
+    gt = GroundTruth(
+        ("0--A",),
+        (("0--A", "a1"), ("0--A", "a2")),
+        (np.array([[0.0, 0, 9, 9]]), np.array([[10.0, 10, 30, 30]])),
+        {s: (np.array([0]), np.array([0])) for s in SETTINGS},
+    )
+    write_ground_truth(root / "gt", gt)
+    first_file = {
+        "p_word": "a1\n1\n0 0 9 nine 0.9\n",
+        "p_count": "a1\n2\n0 0 9 9 0.9\n",
+        "p_nan": "a1\n1\n0 0 nan 9 0.9\n",
+        "p_short": "a1\n1\n0 0 9 9\n",
+        "p_missing": None,  # a1 fine, a2 missing
+    }
+    out: dict[str, Path] = {"gt": root / "gt"}
+    for name, text in first_file.items():
+        out[name] = root / name
+        write_predictions(out[name], "0--A", "a1", np.array([[0.0, 0, 9, 9]]), np.array([0.9]))
+        if text is not None:
+            (out[name] / "0--A" / "a1.txt").write_text(text)
+            write_predictions(out[name], "0--A", "a2", np.zeros((0, 4)), np.zeros(0))
+    out["p_latin"] = root / "p_latin"
+    write_predictions(out["p_latin"], "0--A", "a2", np.zeros((0, 4)), np.zeros(0))
+    (out["p_latin"] / "0--A" / "a1.txt").write_bytes("a1 caf\xe9\n0\n".encode("latin-1"))
+    return out
+
+
+def _splits(root: Path) -> dict[str, Path]:
+    """Toy WIDER-layout splits: a good one, one missing an image, one with an image in two formats."""
+    toy_missing = make_toy_split(root / "toy_missing", n=2)
+    (toy_missing / "images" / "0--Toy" / "toy_1.jpg").unlink()
+    toy_twice = make_toy_split(root / "toy_twice", n=2)
+    image = cv2.imread(str(toy_twice / "images" / "0--Toy" / "toy_0.jpg"))
+    cv2.imwrite(str(toy_twice / "images" / "0--Toy" / "toy_0.PNG"), image)
+    no_gt = root / "no_gt"
+    (no_gt / "images").mkdir(parents=True)
+    return {
+        "toy": make_toy_split(root / "toy", n=2),
+        "toy_missing": toy_missing,
+        "toy_twice": toy_twice,
+        "no_gt": no_gt,
+    }
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("bad_inputs")
+    image = root / "face.png"
+    cv2.imwrite(str(image), np.full((32, 40, 3), 90, np.uint8))
+    text_jpg = root / "notes.jpg"
+    text_jpg.write_text("not an image\n")
+    (root / "empty").mkdir()
+    found = {"tmp": root, "image": image, "text_jpg": text_jpg, "empty": root / "empty", "out": root / "out"}
+    found |= {"weights": DEFAULT_WEIGHTS} | _weights_files(root) | _widerface(root) | _splits(root)
+    return {name: str(path) for name, path in found.items()}
+
+
+def _argv(case: Case, paths: dict[str, str]) -> list[str]:
+    return case.argv.format(**paths).split()
+
+
+def _check(case: Case, status: int, err: str) -> None:
+    assert status == 2, err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert 1 <= len(lines) <= case.lines, err
+    assert lines[-1].startswith("retina"), err  # the error itself comes last, as "retina CMD: error: ..."
+    assert "error: " in lines[-1] and case.expected in err, err
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_gets_a_one_line_error(case: Case, paths: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+    status = main(_argv(case, paths))
+    _check(case, status, capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("name", ["weights: a class", "weights: plain pickle", "eval batch 0"])
+def test_no_traceback_end_to_end(name: str, paths: dict[str, str]) -> None:
+    case = next(c for c in CASES if c.name == name)
+    cmd = [sys.executable, "-m", "retina.cli", *_argv(case, paths)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    _check(case, proc.returncode, proc.stderr)
+
+
+def test_the_table_is_long_enough() -> None:
+    assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
+    commands = {c.argv.split()[0] for c in CASES if c.argv}
+    assert commands == {"detect", "detekt", "evaluate", "export-onnx", "synth", "widerface-eval"}
+
+
+def test_shared_argument_types() -> None:
+    """The checkers the commands share (retina.commands.args), on both sides of each bound."""
+    from retina.commands import args
+
+    good = [(args.fraction, "0", 0.0), (args.fraction, "1", 1.0), (args.iou_threshold, "1", 1.0),
+            (args.positive_int, "1", 1), (args.non_negative_int, "0", 0), (args.positive_float, "1e-9", 1e-9),
+            (args.non_negative_float, "0", 0.0), (args.int_in_range(9, 23), "23", 23)]  # fmt: skip
+    for parse, text, value in good:
+        assert parse(text) == value and type(parse(text)) is type(value)
+    bad = [(args.fraction, "1.0001"), (args.fraction, "-1e-9"), (args.iou_threshold, "0"), (args.positive_int, "0"),
+           (args.positive_int, "1.0"), (args.non_negative_int, "-1"), (args.positive_float, "0"),
+           (args.positive_float, "inf"), (args.non_negative_float, "-0.5"), (args.non_negative_float, "nan"),
+           (args.int_in_range(9, 23), "24"), (args.int_in_range(9, 23), "8")]  # fmt: skip
+    for parse, text in bad:
+        with pytest.raises(argparse.ArgumentTypeError, match=f"got '{re.escape(text)}'"):
+            parse(text)
