@@ -6,7 +6,8 @@ Reads ``<folder>/records/*.json`` (one per variant and seed, written by :mod:`ab
 ``table.md``, ``table.csv``, ``table.json`` (the summary with provenance) and ``pr_curves.png`` (every
 seed's PR curve, overlaid by variant) into ``<folder>``. AP is shown in percent as in the paper: per variant
 the mean and sample standard deviation (n-1) over seeds, and the difference to the baseline as the mean and
-standard deviation of the per-seed paired differences (variant minus baseline trained with the same seed).
+standard deviation of the per-seed paired differences (variant minus baseline trained with the same seed),
+with two-sided p-values (Welch's t-test over seeds, and the paired t-test) saying whether a difference is real.
 The paper's own rows are printed beside it, labelled as WIDER FACE numbers. pandas + matplotlib only.
 """
 
@@ -86,8 +87,29 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             diffs = paired[m] - paired[f"{m}_base"]
             row[f"{m}_diff"] = diffs.mean() if len(diffs) else np.nan
             row[f"{m}_diff_std"] = diffs.std(ddof=1)
+            row[f"{m}_p_welch"], row[f"{m}_p_paired"] = (
+                (np.nan, np.nan) if row["baseline"] else p_values(g[m], base[m], diffs)
+            )
         out.append(row)
     return pd.DataFrame(out)
+
+
+def p_values(variant: pd.Series, baseline: pd.Series, paired_diffs: pd.Series) -> tuple[float, float]:
+    """Two-sided p-values that the variant's mean equals the baseline's: Welch's t-test over seeds (unpaired,
+    unequal variances) and the paired t-test on same-seed differences. NaN with under 2 values a side or no
+    spread at all; :func:`summarize` gives the baseline's own row NaN."""
+    from scipy import stats
+
+    welch = paired = np.nan
+    if min(len(variant), len(baseline)) >= 2 and (variant.std(ddof=1) > 0 or baseline.std(ddof=1) > 0):
+        welch = float(stats.ttest_ind(variant, baseline, equal_var=False).pvalue)
+    if len(paired_diffs) >= 2 and paired_diffs.std(ddof=1) > 0:
+        paired = float(stats.ttest_1samp(paired_diffs, 0.0).pvalue)
+    return welch, paired
+
+
+def _p(welch: float, paired: float) -> str:
+    return "–" if np.isnan(welch) and np.isnan(paired) else f"{welch:.2g} / {paired:.2g}".replace("nan", "–")
 
 
 def paper_frame(pair: Sequence[str]) -> pd.DataFrame:
@@ -135,15 +157,18 @@ def markdown(records: Sequence[dict[str, Any]], summary: pd.DataFrame, df: pd.Da
         lines += [f"**{first['setting_note']}**", ""]
     lines += [*_setting_lines(first), ""]
     lines += ["AP in %: mean ± sample std over seeds; Δ: mean ± std of the per-seed paired difference to the "
-              "baseline (first row), same seed.", ""]  # fmt: skip
-    header = ["method", "seeds", *(HEADERS[m] for m in METRICS), *(f"Δ {HEADERS[m]}" for m in METRICS)]
+              "baseline (first row), same seed. p (hard): two-sided p-values that the hard AP equals the "
+              "baseline's, Welch's t-test over seeds / paired t-test over same-seed differences; a difference "
+              "with p above 0.05 is not distinguishable from seed noise.", ""]  # fmt: skip
+    header = ["method", "seeds", *(HEADERS[m] for m in METRICS), *(f"Δ {HEADERS[m]}" for m in METRICS), "p (hard)"]
     rows = []
     for _, s in summary.iterrows():
         cells = [s["label"], str(s["n"])] + [_pm(s[f"{m}_mean"], s[f"{m}_std"]) for m in METRICS]
         if s["baseline"]:
-            cells += ["(baseline)"] + [""] * (len(METRICS) - 1)
+            cells += ["(baseline)"] + [""] * len(METRICS)
         else:
             cells += [_pm(s[f"{m}_diff"], s[f"{m}_diff_std"], signed=True) for m in METRICS]
+            cells.append(_p(s["hard_p_welch"], s["hard_p_paired"]))
         rows.append(cells)
     lines += [*_md_table(header, rows), "", "Per seed (AP %):", ""]
     per_seed = [[r["label"], str(r["seed"]), *(f"{r[m]:.2f}" for m in METRICS)] for _, r in df.iterrows()]
@@ -189,7 +214,7 @@ def csv_text(records: Sequence[dict[str, Any]], summary: pd.DataFrame) -> str:
                           setting=first["setting"], synthetic=first["synthetic"])  # fmt: skip
     paper = paper_frame(first["paper_rows"]).assign(source=PAPER_SOURCE, data="WIDER FACE val", synthetic=False)
     columns = ["source", "setting", "data", "synthetic", "protocol", "variant", "label", "n", "seeds"]
-    columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "diff", "diff_std")]
+    columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "diff", "diff_std", "p_welch", "p_paired")]
     table = pd.concat([ours, paper], ignore_index=True).reindex(columns=columns).astype({"n": "Int64"})
     return table.to_csv(index=False, float_format="%.4f")
 

@@ -102,11 +102,18 @@ def test_table_mean_std_and_paired_difference_golden(tmp_path):
     assert s.loc["lpts", "hard_map_diff"] == pytest.approx(2.0)
     assert s.loc["lpts", "easy_diff"] == pytest.approx(0.0)
     assert s.loc["base", "hard_diff"] == 0.0 and s.loc["lpts", "n"] == 3
+    # paired t-test: t = 4 / (2 / sqrt 3) = sqrt 12 with 2 degrees of freedom, whose two-sided p-value has the
+    # closed form 1 - t / sqrt(t^2 + 2) = 1 - sqrt(12 / 14) = 0.0741799
+    assert s.loc["lpts", "hard_p_paired"] == pytest.approx(1 - np.sqrt(12 / 14), rel=1e-9)
+    # Welch: se^2 = 100/3 + 144/3, t = 4 / sqrt(244/3) = 0.44353, df = se^4 / ((100/3)^2/2 + (144/3)^2/2) = 3.874;
+    # p = 2 * (1 - F_t(0.44353; 3.874)), between its values at df=3 and df=4, 0.6874 and 0.6804
+    assert 0.6804 < s.loc["lpts", "hard_p_welch"] < 0.6874
+    assert np.isnan(s.loc["base", "hard_p_welch"]) and np.isnan(s.loc["lpts", "easy_p_welch"])  # no spread
 
     paths = build(tmp_path)
     md = paths["md"].read_text()
     assert "| +Lpts | 3 | 90.00 ± 0.00 | 80.00 ± 0.00 | 64.00 ± 12.00 | 32.00 ± 6.00 |" in md
-    assert "+4.00 ± 2.00 | +2.00 ± 1.00 |" in md and "(baseline)" in md
+    assert "+4.00 ± 2.00 | +2.00 ± 1.00 | 0.68 / 0.074 |" in md and "(baseline)" in md
     assert "not comparable" in md
     assert "| +Lpts | 96.467 | 96.075 | 91.694 | 52.297 |" in md
     assert "`+DCN` -> `+Lpts`: easy +0.118, medium +0.242, hard +0.408, mAP (hard) +0.775" in md
