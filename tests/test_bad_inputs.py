@@ -44,6 +44,8 @@ EVALUATE = EVAL_ROOT + " {toy}"
 EXPORT = "export-onnx --weights {weights} --out {out}/m.onnx"
 SYNTH = "synth --out {out}/synth --split val --images 1"
 WIDER = "widerface-eval --gt {gt} --pred {preds}"
+TRAIN = "train --out {out}/t --data-root {toy}"
+TRAIN_ON = "train --out {{out}}/t --data-root {split} --no-progress"
 
 CASES = [
     # the command line itself
@@ -103,6 +105,21 @@ CASES = [
     Case("synth 0 workers", SYNTH + " --workers 0", "--workers: expected an integer >= 1, got '0'"),
     Case("synth unknown split", "synth --out {out}/s --split dev --images 1", "--split: invalid choice: 'dev'"),
     Case("synth unknown preset", SYNTH + " --preset huge", "unknown preset 'huge'"),
+    # retina train, and the RetinaFace label.txt reader behind it
+    Case("train lr -1", TRAIN + " --lr -1", "--lr: expected a finite number > 0, got '-1'"),
+    Case("train lr nan", TRAIN + " --lr nan", "--lr: expected a finite number > 0, got 'nan'"),
+    Case("train batch 0", TRAIN + " --batch-size 0", "--batch-size: expected an integer >= 1, got '0'"),
+    Case("train epochs 0", TRAIN + " --epochs 0", "--epochs: expected a finite number > 0, got '0'"),
+    Case("train image size 16", TRAIN + " --image-size 16", "--image-size: expected an integer in [32, 4096]"),
+    Case("train workers -1", TRAIN + " --workers -1", "--workers: expected an integer >= 0, got '-1'"),
+    Case("train unknown recipe", TRAIN + " --recipe fast", "--recipe: invalid choice: 'fast'"),
+    Case("train no images", "train --out {out}/t --data-root {empty}", "empty: images not found"),
+    Case("train no label.txt", TRAIN_ON.format(split="{l_none}"), "l_none: label.txt not found"),
+    Case("label not a number", TRAIN_ON.format(split="{l_word}"), "label.txt:2: not a list of numbers: '1 2 x 4'"),
+    Case("label 7 numbers", TRAIN_ON.format(split="{l_count}"), "label.txt:2: expected 4 (x y w h), 19 or 20"),
+    Case("label face first", TRAIN_ON.format(split="{l_first}"), "label.txt:1: face line before the first '#"),
+    Case("label NaN box", TRAIN_ON.format(split="{l_nan}"), "label.txt:2: NaN or infinite value in a box"),
+    Case("label no images", TRAIN_ON.format(split="{l_empty}"), "label.txt: no images listed"),
     # retina widerface-eval: the WIDER FACE readers
     Case("pred not a number", WIDER.replace("{preds}", "{p_word}"), "a1.txt:3: not a list of numbers: '0 0 9 nine"),
     Case("pred box count", WIDER.replace("{preds}", "{p_count}"), "a1.txt:2: declares 2 boxes but 1 box lines"),
@@ -165,6 +182,24 @@ def _widerface(root: Path) -> dict[str, Path]:
     return out
 
 
+def _labels(root: Path) -> dict[str, Path]:
+    """Training split folders whose label.txt has one defect each (named as the cases use them)."""
+    texts = {
+        "l_word": "# a.jpg\n1 2 x 4\n",
+        "l_count": "# a.jpg\n1 2 3 4 5 6 7\n",
+        "l_first": "1 2 3 4\n# a.jpg\n",
+        "l_nan": "# a.jpg\n1 2 nan 4\n",
+        "l_empty": "\n",
+    }
+    out = {"l_none": root / "l_none"}
+    (root / "l_none" / "images").mkdir(parents=True)  # and no label.txt
+    for name, text in texts.items():
+        (root / name / "images").mkdir(parents=True)
+        (root / name / "label.txt").write_text(text)
+        out[name] = root / name
+    return out
+
+
 def _splits(root: Path) -> dict[str, Path]:
     """Toy WIDER-layout splits: a good one, one missing an image, one with an image in two formats."""
     toy_missing = make_toy_split(root / "toy_missing", n=2)
@@ -192,6 +227,7 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     (root / "empty").mkdir()
     found = {"tmp": root, "image": image, "text_jpg": text_jpg, "empty": root / "empty", "out": root / "out"}
     found |= {"weights": DEFAULT_WEIGHTS} | _weights_files(root) | _widerface(root) | _splits(root)
+    found |= _labels(root)
     return {name: str(path) for name, path in found.items()}
 
 
@@ -225,7 +261,7 @@ def test_no_traceback_end_to_end(name: str, paths: dict[str, str]) -> None:
 def test_the_table_is_long_enough() -> None:
     assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
     commands = {c.argv.split()[0] for c in CASES if c.argv}
-    assert commands == {"detect", "detekt", "evaluate", "export-onnx", "synth", "widerface-eval"}
+    assert commands == {"detect", "detekt", "evaluate", "export-onnx", "synth", "train", "widerface-eval"}
 
 
 def test_shared_argument_types() -> None:

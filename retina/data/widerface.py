@@ -111,6 +111,8 @@ def read_retinaface_labels(path: PathLike, warnings: list[str] | None = None) ->
             raise DataFormatError(
                 f"{path}:{lineno}: expected 4 (x y w h), 19 or 20 numbers (with landmarks), got {len(values)}"
             )
+        if not all(math.isfinite(v) for v in values[:19]):  # box and landmarks (the quality may be nan)
+            raise DataFormatError(f"{path}:{lineno}: NaN or infinite value in a box or landmark")
         rows.append(values)
         if min(values[2], values[3]) < 0:
             negative.append(f"line {lineno} ({_fmt(values[2])} x {_fmt(values[3])})")
