@@ -234,6 +234,8 @@ def _resume_point(ctx: _Context) -> _Saved | None:
     """``last.pth`` of the run in ``out_dir`` (None: none), after checking it is this run: configs and data."""
     if not ctx.last.exists():
         return None
+    if not ctx.run.resume and (ctx.out / "final.pth").is_file():
+        raise RetinaError(f"{ctx.out} already holds a finished run (final.pth): use another --out to train again")
     if not ctx.run.resume:
         raise RetinaError(f"{ctx.out} already holds a run (last.pth): pass --resume to continue it, or another --out")
     cfg, state, payload = read_checkpoint(ctx.last)

@@ -90,6 +90,10 @@ def test_resume_of_a_finished_run_says_so_and_writes_nothing(toy, tmp_path, caps
     # 8 images in batches of 2: 4 iterations per epoch
     assert capsys.readouterr().out == f"{out}: already finished at iteration 2/2 (epoch 0.5/0.5); nothing to do\n"
     assert _files(out) == before
+    # the same command without --resume: an error that says the run is finished, and nothing written
+    assert main(args) == 2
+    assert "already holds a finished run (final.pth): use another --out" in capsys.readouterr().err
+    assert _files(out) == before
     # killed after the last save but before the final files: resuming writes them and trains nothing
     (out / "final.pth").unlink()
     (out / "train_record.json").unlink()
