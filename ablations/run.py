@@ -131,7 +131,7 @@ def finished_record(plan: Plan, variant: Variant, seed: int) -> bool:
 
 def _trained(out: Path, variant: Variant, data: SplitPaths) -> bool:
     """True when ``out`` holds a finished training of exactly this variant on this data (same fingerprint)."""
-    from retina.engine import data_fingerprint
+    from retina.data.dataset import data_fingerprint
 
     path = out / "train_record.json"
     if not (path.is_file() and (out / "final.pth").is_file()):

@@ -17,7 +17,6 @@ Writes into ``retina/weights/``, each file atomically:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import sys
@@ -118,7 +117,7 @@ def evaluate_record(packaged: Packaged, command: str) -> dict[str, Any]:
         result, _ = evaluate_detector(detector, split, tmp, PROTOCOL, progress=False)
     return {
         "checkpoint": packaged.checkpoint.name,
-        "sha256": hashlib.sha256(packaged.checkpoint.read_bytes()).hexdigest(),
+        "sha256": file_sha256(packaged.checkpoint),
         "command": command,
         "metrics": {"file": packaged.metrics.name, "sha256": file_sha256(packaged.metrics)},
         "train": packaged.train_record,

@@ -21,7 +21,6 @@ and writes nothing.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
@@ -40,16 +39,15 @@ from tqdm import tqdm
 from retina.build import build_detector
 from retina.checkpoint import load_pretrained_backbone, load_weights, read_checkpoint, save_checkpoint
 from retina.config import DetectorCfg, TrainCfg, config_hash, from_dict, to_dict
-from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, collate, iterations_for
-from retina.errors import DataFormatError, RetinaError
+from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, collate, data_fingerprint, iterations_for
+from retina.errors import RetinaError
 from retina.losses import assign, losses, weighted_total
 from retina.preprocess import normalize
 from retina.priors import make_priors
-from retina.results import file_sha256, git_commit, provenance, utc_now, write_json, write_text
+from retina.results import git_commit, provenance, utc_now, write_json, write_text
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 History = dict[str, list[dict[str, Any]]]  # {"invocations": [...], "saves": [...]}
-SYNTH_KEYS = ("version", "config", "split", "seed", "n_images")  # what decides a SynthFace split's content
 
 
 class TrainingDiverged(RetinaError):
@@ -165,23 +163,6 @@ def learning_rate(iteration: int, total: int, cfg: TrainCfg) -> float:
     if iteration < warmup:
         return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * iteration / warmup
     return cfg.lr * 0.1 ** sum(iteration >= int(f * total) for f in cfg.step_fractions)
-
-
-def data_fingerprint(paths: SplitPaths) -> dict[str, str]:
-    """What identifies a training split's content: ``{"kind", "sha256", "source"}``.
-
-    A SynthFace split (``synth.json`` beside the label file): sha256 of the sorted-key JSON of its generator
-    version, config (``SynthCfg``), split, seed and image count. Any other split: sha256 of the label file.
-    """
-    synth = Path(paths.labels).parent / "synth.json"
-    if not synth.is_file():
-        return {"kind": "label file", "sha256": file_sha256(paths.labels), "source": str(paths.labels)}
-    try:
-        info = json.loads(synth.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataFormatError(f"{synth}: not a SynthFace description ({exc})") from None
-    key = json.dumps({k: info.get(k) for k in SYNTH_KEYS}, sort_keys=True)
-    return {"kind": "SynthFace config", "sha256": hashlib.sha256(key.encode()).hexdigest(), "source": str(synth)}
 
 
 def train(

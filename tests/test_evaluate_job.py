@@ -65,7 +65,7 @@ def test_evaluate_reports_missing_inputs(tmp_path, capsys):
 
 
 def test_arithmetic_names_match_the_evaluator():
-    from retina.commands.evaluate import ARITHMETICS
+    from retina.commands.args import ARITHMETICS
     from retina.eval.widerface import ARITHMETICS as EVALUATOR
 
     assert ARITHMETICS == EVALUATOR

@@ -101,3 +101,19 @@ def output_file(text: str) -> Path:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name")
     return path
+
+
+# retina.eval.widerface.ARITHMETICS, restated so that parsing stays free of the evaluator's imports (a test
+# keeps the two equal).
+ARITHMETICS = ("matlab", "float64")
+
+
+def add_arithmetic(parser: argparse.ArgumentParser) -> None:
+    """The ``--arithmetic`` flag of the commands that evaluate (``evaluate``, ``widerface-eval``)."""
+    parser.add_argument(
+        "--arithmetic",
+        choices=ARITHMETICS,
+        default="matlab",
+        help="'matlab' (default): exactly what the official MATLAB code computes; 'float64': the protocol in "
+        "float64 (real IoU; the only one in which --iou other than 0.5 changes anything)",
+    )

@@ -12,10 +12,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from retina.commands.args import DEFAULT_WEIGHTS, device, fraction, iou_threshold, positive_int
+from retina.commands.args import DEFAULT_WEIGHTS, add_arithmetic, device, fraction, iou_threshold, positive_int
 from retina.protocols import PROTOCOLS
-
-ARITHMETICS = ("matlab", "float64")  # as retina widerface-eval and retina.eval.widerface.evaluate
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,13 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-threshold", type=fraction, default=0.02, help="keep faces scoring above this, in [0, 1]")
     p.add_argument("--nms-iou", type=iou_threshold, default=0.4, help="NMS IoU threshold, in (0, 1]")
     p.add_argument("--iou", type=iou_threshold, default=0.5, help="evaluation (matching) IoU threshold, in (0, 1]")
-    p.add_argument(
-        "--arithmetic",
-        choices=ARITHMETICS,
-        default="matlab",
-        help="'matlab' (default): exactly what the official MATLAB code computes; 'float64': the protocol in "
-        "float64 (real IoU; the only one in which --iou other than 0.5 changes anything)",
-    )
+    add_arithmetic(p)
     p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument(
         "--batch-size",

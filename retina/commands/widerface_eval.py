@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from retina.commands.args import iou_threshold
+from retina.commands.args import add_arithmetic, iou_threshold
 from retina.errors import RetinaError
 
 
@@ -24,13 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="count images without a prediction file as images without detections (else: error)",
     )
-    parser.add_argument(
-        "--arithmetic",
-        choices=("matlab", "float64"),
-        default="matlab",
-        help="'matlab' (default): exactly what the official MATLAB code computes; 'float64': the protocol in "
-        "float64 (real IoU; the only one in which --iou other than 0.5 changes anything)",
-    )
+    add_arithmetic(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,6 +9,8 @@ uninterrupted run would have seen, for any number of workers or processes.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -22,8 +24,11 @@ from torch.utils.data import Dataset, Sampler
 from retina.config import AugmentCfg
 from retina.data.transforms import Sample, augment
 from retina.data.widerface import LabeledImage, read_retinaface_labels
-from retina.errors import RetinaError
+from retina.errors import DataFormatError, RetinaError
 from retina.images import read_image
+from retina.results import file_sha256
+
+SYNTH_KEYS = ("version", "config", "split", "seed", "n_images")  # what decides a SynthFace split's content
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,23 @@ class SplitPaths:
             if not p.exists():
                 raise RetinaError(f"training split {root}: {p.name} not found (expected images/ and label.txt)")
         return paths
+
+
+def data_fingerprint(paths: SplitPaths) -> dict[str, str]:
+    """What identifies a training split's content: ``{"kind", "sha256", "source"}``.
+
+    A SynthFace split (``synth.json`` beside the label file): sha256 of the sorted-key JSON of its generator
+    version, config (``SynthCfg``), split, seed and image count. Any other split: sha256 of the label file.
+    """
+    synth = Path(paths.labels).parent / "synth.json"
+    if not synth.is_file():
+        return {"kind": "label file", "sha256": file_sha256(paths.labels), "source": str(paths.labels)}
+    try:
+        info = json.loads(synth.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{synth}: not a SynthFace description ({exc})") from None
+    key = json.dumps({k: info.get(k) for k in SYNTH_KEYS}, sort_keys=True)
+    return {"kind": "SynthFace config", "sha256": hashlib.sha256(key.encode()).hexdigest(), "source": str(synth)}
 
 
 @dataclass(frozen=True)
