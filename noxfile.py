@@ -54,6 +54,15 @@ def speed(session: nox.Session) -> None:
     session.run("python", "reports/speed.py")
 
 
+@nox.session
+def report(session: nox.Session) -> None:
+    """The report page from records only (results/ and reports/records/) -> results/report/report.md.
+
+    ``nox -s report -- --run-missing`` first runs, at CPU scale, the jobs whose records are missing;
+    ``nox -s report -- --publish`` rebuilds docs/report.md from the committed records (reports/records/)."""
+    session.run("python", "-m", "reports.report", *session.posargs)
+
+
 def _ablation(session: nox.Session, name: str) -> None:
     """``python -m ablations.run <name> ARGS``; ``--nproc-per-node N`` among ARGS launches it under torchrun."""
     args = list(session.posargs)

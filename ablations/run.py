@@ -43,6 +43,7 @@ from retina.protocols import PROTOCOLS
 from retina.results import REPO_ROOT, provenance, write_json
 
 DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
+PUBLISHED = REPO_ROOT / "reports" / "records" / "ablations"
 
 
 @dataclass(frozen=True)
@@ -102,8 +103,16 @@ def run_key(plan: Plan, variant: Variant) -> str:
         "data": plan.data_id,
         "protocol": plan.setting.protocol,
         "post": to_dict(PostCfg()),
+        "backbone_init": backbone_init_id(plan.pretrained_backbone),
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def backbone_init_id(path: Path | None) -> dict[str, str] | None:
+    """What identifies a run's starting backbone: its file name and sha256 (None: random initialisation)."""
+    from retina.results import file_sha256
+
+    return None if path is None else {"file": path.name, "sha256": file_sha256(path)}
 
 
 def seeded(variant: Variant, seed: int) -> Variant:
@@ -240,6 +249,7 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
             "final_losses": train_record["final_losses"],
             "run_dir": str(out),
         },
+        "backbone_init": backbone_init_id(plan.pretrained_backbone),
         "eval": {"wall_s": eval_seconds, "results": str(paths["json"])},
         "provenance": provenance(ablation=plan.ablation.name, variant=variant.key, seed=seed),
     }
@@ -311,6 +321,19 @@ def run(plan: Plan, jobs: int = 1) -> list[Path]:
     return [record_path(plan, v, s) for s in plan.setting.seeds for v in plan.variants]
 
 
+def publish(folder: Path, dest: Path) -> Path:
+    """Copy ``folder``'s records and table into ``dest`` (the committed copy), replacing what was there."""
+    import shutil
+
+    if dest.is_dir():
+        shutil.rmtree(dest)
+    shutil.copytree(folder / "records", dest / "records")
+    for name in ("table.md", "table.csv", "table.json"):
+        if (folder / name).is_file():
+            shutil.copyfile(folder / name, dest / name)
+    return dest
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -332,11 +355,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="data loader workers per training process (--jobs 1)")
     p.add_argument("--jobs", type=int, help="runs at once on the CPU (default: one per core, <= 6)")
     p.add_argument("--threads", type=int, help="torch threads of this process with --jobs 1 (default: torch's)")
-    p.add_argument("--pretrained-backbone", type=Path, help="local ImageNet backbone weights")
+    init = p.add_mutually_exclusive_group()
+    init.add_argument(
+        "--pretrained-backbone",
+        type=Path,
+        help="backbone start: ImageNet weights or a retina checkpoint (default: the setting's)",
+    )
+    init.add_argument("--scratch", action="store_true", help="random backbone initialisation (no pretraining)")
     p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between resumable checkpoints")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/ablations)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-table", action="store_true", help="do not build the table at the end")
+    p.add_argument(
+        "--publish",
+        action="store_true",
+        help="copy the records and the table into reports/records/ablations/<name>/ (committed)",
+    )
     return p
 
 
@@ -370,6 +404,14 @@ def configure(args: argparse.Namespace) -> Setting:
         raise RetinaError(str(exc)) from None
 
 
+def check_backbone_init(setting: Setting, path: Path) -> None:
+    """Fail before any training when ``path`` cannot initialise the setting's backbone (a CheckpointError)."""
+    from retina.build import build_detector
+    from retina.checkpoint import load_pretrained_backbone
+
+    load_pretrained_backbone(build_detector(setting.model), path)
+
+
 def make_plan(args: argparse.Namespace) -> Plan:
     setting = configure(args)
     if setting.data is None:
@@ -390,6 +432,9 @@ def make_plan(args: argparse.Namespace) -> Plan:
         data_id = {"synth": setting.data.cfg.to_dict(), "seed": setting.data.seed}
         synthetic = True
     preset(setting.preset)
+    backbone = None if args.scratch else args.pretrained_backbone or setting.backbone_init
+    if backbone is not None:
+        check_backbone_init(setting, backbone)
     return Plan(
         ablation=ABLATIONS[args.ablation],
         setting=setting,
@@ -402,7 +447,7 @@ def make_plan(args: argparse.Namespace) -> Plan:
         device=args.device,
         workers=args.workers,
         checkpoint_every=args.checkpoint_every,
-        pretrained_backbone=args.pretrained_backbone,
+        pretrained_backbone=backbone,
         progress=not args.no_progress,
     )
 
@@ -426,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             written = build(plan.out)
             print(written["md"].read_text())
             print("written: " + ", ".join(str(p) for p in written.values()))
+        if args.publish and int(os.environ.get("RANK", "0")) == 0:
+            print(f"published: {publish(plan.out, PUBLISHED / args.ablation)}")
     except RetinaError as exc:
         print(f"ablations.run: error: {exc}", file=sys.stderr)
         return 2

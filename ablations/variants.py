@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from retina.commands.args import DEFAULT_WEIGHTS
 from retina.config import PRESETS, TRAIN_PRESETS, DetectorCfg, TrainCfg, preset
 from retina.data.synth_config import SynthCfg
 from retina.protocols import PROTOCOLS
@@ -84,6 +86,9 @@ class Setting:
     protocol: str = "original"  # the one named test protocol of every row
     seeds: tuple[int, ...] = (0, 1, 2)
     note: str = ""  # printed above the table
+    # the backbone's starting weights, shared by every row and seed (None: random initialisation); ImageNet
+    # weights or a retina checkpoint, of which only the backbone is taken (``load_pretrained_backbone``)
+    backbone_init: Path | None = None
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
@@ -213,7 +218,14 @@ ABLATIONS: MappingProxyType[str, Ablation] = MappingProxyType(
             field="train.loss.w_landmarks",
             rows=(("no_lpts", "FPN+Context (w_pts 0)", 0.0), ("lpts", "+Lpts (w_pts 0.1)", 0.1)),
             paper_rows=("+DCN", "+Lpts"),
-            cpu=Setting("cpu", "mobilenet0.25", _cpu_train(1000, 256, 8), SynthData(SYNTH_ABLATION), note=CPU_NOTE),
+            cpu=Setting(
+                "cpu",
+                "mobilenet0.25",
+                _cpu_train(1000, 256, 8),
+                SynthData(SYNTH_ABLATION),
+                note=CPU_NOTE,
+                backbone_init=DEFAULT_WEIGHTS,
+            ),
             paper=_PAPER_SETTING,
             description="landmark supervision: the five-landmark loss weight 0 (off) vs 0.1 (the paper's)",
         ),

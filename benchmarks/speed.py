@@ -448,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="real mobilenet0.25 weights")
         p.add_argument("--out", type=Path, default=None, help="records folder (default results/speed/<machine>)")
         p.add_argument("--warmup", type=int, default=2)
+        p.add_argument("--publish", action="store_true", help="records into reports/records/speed/<machine>/")
     grid.add_argument("--presets", default=",".join(GRID_PRESETS))
     grid.add_argument("--sizes", default=",".join(SIZES), help="vga, hd, 4k or WxH")
     grid.add_argument("--settings", default=",".join(CPU_SETTINGS + GPU_SETTINGS))
@@ -467,7 +468,10 @@ def main(argv: list[str] | None = None) -> int:
         what = "the fast-path ablation" if args.command == "fastpath" else "the ONNX cells (or pass --backends torch)"
         print(f"speed: {' and '.join(missing)} not installed; {what} need it: pip install -e .[onnx]", file=sys.stderr)
         return 2
-    args.out = args.out or REPO_ROOT / "results" / "speed" / machine_tag()
+    if args.publish and args.out is not None:
+        parser.error("--out and --publish exclude each other")
+    base = REPO_ROOT / ("reports/records" if args.publish else "results") / "speed"
+    args.out = args.out or base / machine_tag()
     if args.image is not None and not args.image.is_file():
         print(f"no photo at {args.image}: using a synthetic image (labelled so in the records)")
     if args.command == "grid":

@@ -59,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", type=Path, default=None, help="generate here (and keep) instead of a temporary folder")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "benchmarks" / "synth_speed.json")
+    p.add_argument("--publish", action="store_true", help="write into reports/records/synth_speed/ (committed)")
     args = p.parse_args(argv)
+    if args.publish:
+        name = f"{args.split}_{args.images}_images_{args.workers}_workers.json"
+        args.out = REPO_ROOT / "reports" / "records" / "synth_speed" / name
     prov = provenance()  # before the run: the code that ran, not what the tree became meanwhile
     with tempfile.TemporaryDirectory() as tmp:
         target = args.keep if args.keep is not None else Path(tmp) / args.split

@@ -232,20 +232,28 @@ def load_weights(model: nn.Module, state: Mapping[str, Tensor], source: str) -> 
 
 
 def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike) -> None:
-    """ImageNet weights for ``model.backbone`` from a local file (biubug6 MobileNet tar, torchvision ResNet).
+    """Initialise ``model.backbone`` from a local file; every other module keeps its initialisation.
 
-    The classifier (``fc.*``) is dropped; everything else must match exactly.
+    Accepted: ImageNet weights (the biubug6 MobileNet tar, torchvision ResNet; the classifier ``fc.*`` is
+    dropped) or a retina checkpoint, of which only the ``backbone.*`` tensors are used (a detector trained
+    on other data as the starting point of new ones). Everything taken must match the backbone exactly.
     """
-    payload = _mapping(_safe_load(path), path)
-    state = strip_module_prefix(_mapping(payload.get("state_dict", payload), path))
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    rules = _MOBILENET_BLOCK if "stage1.0.0.weight" in state else _RESNET_BLOCK
-    out = _translate(state, lambda k: _rename(k, rules), str(path))
-    if isinstance(getattr(model, "backbone", None), nn.Module):
-        backbone = model.backbone
-        # ResNet layers beyond the last used stage are not built; ignore their weights.
-        present = {k.split(".")[0] + "." + k.split(".")[1] for k in backbone.state_dict() if k.startswith("layers.")}
-        out = {k: v for k, v in out.items() if not k.startswith("layers.") or ".".join(k.split(".")[:2]) in present}
-        _load_strict(backbone, out, str(path))
-    else:
+    if not isinstance(getattr(model, "backbone", None), nn.Module):
         raise CheckpointError("model has no backbone attribute")
+    payload = _mapping(_safe_load(path), path)
+    if payload.get("format") == FORMAT:
+        _retina_config(payload, path)
+        state = payload["state_dict"]
+        out = {k[len("backbone.") :]: v for k, v in state.items() if k.startswith("backbone.")}
+        if not out:
+            raise CheckpointError(f"{path}: a retina checkpoint without backbone weights")
+    else:
+        state = strip_module_prefix(_mapping(payload.get("state_dict", payload), path))
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        rules = _MOBILENET_BLOCK if "stage1.0.0.weight" in state else _RESNET_BLOCK
+        out = _translate(state, lambda k: _rename(k, rules), str(path))
+    backbone = model.backbone
+    # ResNet layers beyond the last used stage are not built; ignore their weights.
+    present = {k.split(".")[0] + "." + k.split(".")[1] for k in backbone.state_dict() if k.startswith("layers.")}
+    out = {k: v for k, v in out.items() if not k.startswith("layers.") or ".".join(k.split(".")[:2]) in present}
+    _load_strict(backbone, out, str(path))

@@ -153,6 +153,23 @@ def test_torchvision_resnet_backbone_import(tmp_path):
             cfg.backbone, name="resnet152"))), tmp_path / "r50.pth")  # fmt: skip
 
 
+def test_backbone_from_a_retina_checkpoint_takes_the_backbone_only(tmp_path):
+    cfg = preset("mobilenet0.25")
+    torch.manual_seed(0)
+    trained = build_detector(cfg)
+    path = save_checkpoint(tmp_path / "trained.pth", trained, cfg)
+    torch.manual_seed(1)
+    fresh = build_detector(cfg)
+    before = {k: v.clone() for k, v in fresh.state_dict().items()}
+    load_pretrained_backbone(fresh, path)
+    for key, value in fresh.state_dict().items():
+        source = trained.state_dict()[key] if key.startswith("backbone.") else before[key]
+        assert torch.equal(value, source), key  # backbone copied, FPN, context and heads untouched
+    r50 = preset("resnet50")
+    with pytest.raises(CheckpointError, match="does not match the model"):
+        load_pretrained_backbone(build_detector(r50), path)
+
+
 def test_detector_from_checkpoint_round_trip(tmp_path):
     cfg = preset("mobilenet0.25")
     model = build_detector(cfg)

@@ -1,0 +1,139 @@
+"""The report: one Markdown page with its figures and CSV tables, built from records only (never re-measured).
+
+    python -m reports.report                  # nox -s report: results/ + reports/records/ -> results/report/
+    python -m reports.report --run-missing    # first run, at CPU scale, the jobs whose records are missing
+    python -m reports.report --publish        # reports/records/ only -> docs/report.md + docs/report/
+
+The page names, for every section, the records it was built from and a hash of their content; the
+published page is rebuilt by a test from the committed records and must come out identical (a stale page
+or figure fails CI). A section without records prints a "not run" line with the command that makes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ablations.variants import ABLATIONS
+from reports.sections import LOCAL, PUBLISH, Commands, Section, all_sections
+from reports.sources import RecordSet, collect, shown_path
+from retina.errors import RetinaError
+from retina.results import REPO_ROOT, write_bytes, write_text
+
+RESULTS = REPO_ROOT / "results"
+PUBLISHED_RECORDS = REPO_ROOT / "reports" / "records"
+DOCS = REPO_ROOT / "docs"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a report is read from and written to."""
+
+    roots: tuple[Path, ...]
+    page: Path
+    assets: Path  # figures and CSV tables
+    commands: Commands
+
+    @staticmethod
+    def local(out: Path | None = None) -> Target:
+        out = out or RESULTS / "report"
+        return Target((RESULTS, PUBLISHED_RECORDS), out / "report.md", out / "assets", LOCAL)
+
+    @staticmethod
+    def published() -> Target:
+        return Target((PUBLISHED_RECORDS,), DOCS / "report.md", DOCS / "report", PUBLISH)
+
+
+def page(sections: Sequence[Section], records: RecordSet, assets_link: str, commands: Commands) -> str:
+    """The Markdown page: a header, then each section with the records (and their hash) it was built from."""
+    roots = ", ".join(f"`{shown_path(r)}`" for r in records.roots)
+    n = len({p for s in sections for src in s.sources for p in src.files})
+    lines = [
+        "# retina report",
+        "",
+        f"Built from records only ({n} files under {roots} and `retina/weights/`) by `python -m reports.report"
+        f"{' --publish' if commands is PUBLISH else ''}`; nothing here is measured while the page is built. Numbers on "
+        "SynthFace are synthetic data, never WIDER FACE numbers; the paper's numbers are quoted beside ours "
+        "for reference (arXiv 1905.00641), measured on other data and hardware.",
+        "",
+    ]
+    for section in sections:
+        lines += [f"## {section.title}", "", *(line.replace("{assets}", assets_link) for line in section.lines)]
+        if section.sources:
+            files = ", ".join(f"`{shown_path(p)}`" for p in sorted({p for s in section.sources for p in s.files}))
+            lines += [f"<sub>Inputs (sha256 {section.inputs}): {files}</sub>", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def build(target: Target) -> tuple[str, dict[str, bytes], list[str]]:
+    """(page text, {asset name: bytes}, commands of the missing sections) for ``target``, writing nothing."""
+    records = collect(list(target.roots))
+    sections = all_sections(records, target.commands, list(ABLATIONS))
+    assets: dict[str, bytes] = {}
+    for s in sections:
+        assets.update(s.figures)
+        assets.update({name: text.encode() for name, text in s.tables.items()})
+    link = Path(os.path.relpath(target.assets, target.page.parent))
+    missing = [c for s in sections for c in s.missing]
+    return page(sections, records, link.as_posix(), target.commands), assets, missing
+
+
+def write(target: Target) -> list[str]:
+    """Build and write the page and its assets (atomically, stale assets removed); returns missing commands."""
+    text, assets, missing = build(target)
+    for name, data in assets.items():
+        write_bytes(target.assets / name, data)
+    if target.assets.is_dir():
+        for old in target.assets.iterdir():
+            if old.is_file() and old.name not in assets:
+                old.unlink()
+    write_text(target.page, text)
+    return missing
+
+
+def run_missing(commands: Sequence[str]) -> None:
+    """Run each missing section's command (CPU scale, from the repository root), with a progress bar."""
+    from tqdm import tqdm
+
+    for command in tqdm(commands, desc="missing records", unit="job"):
+        tqdm.write(f"running: {command}")
+        for part in command.split(" && "):
+            done = subprocess.run(shlex.split(part), cwd=REPO_ROOT, check=False)
+            if done.returncode != 0:
+                raise RetinaError(f"{part!r} failed with exit status {done.returncode}")
+
+
+def run(publish: bool = False, missing_too: bool = False, out: Path | None = None) -> int:
+    """Build (after running the missing jobs with ``missing_too``) and write the report; prints what is missing."""
+    if publish and out is not None:
+        raise RetinaError("--out does not apply to --publish (the page is docs/report.md)")
+    target = Target.published() if publish else Target.local(out)
+    if missing_too:
+        run_missing(build(target)[2])
+    for command in write(target):
+        print(f"not run: {command}")
+    print(f"wrote {shown_path(target.page)} and {shown_path(target.assets)}/")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from retina.commands.report import add_arguments
+
+    p = argparse.ArgumentParser(prog="python -m reports.report", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    try:
+        return run(args.publish, args.run_missing, args.out)
+    except RetinaError as exc:
+        print(f"reports.report: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,475 @@
+"""The report's sections: pure functions from records (:class:`reports.sources.RecordSet`) to a
+:class:`Section` (Markdown lines, PNG figures, CSV tables, and the sources they were built from).
+
+A section whose records are missing says so and names the command that makes them (``Section.missing``).
+Figures and tables are referred to in the Markdown as ``{assets}/NAME``; the page builder fills in the folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reports import figures
+from reports.sources import RecordSet, Source, caption, inputs_hash
+
+AP_COLUMNS = ("easy", "medium", "hard")
+
+
+@dataclass(frozen=True)
+class Commands:
+    """The commands that make each kind of record: for ``results/`` or for the published ``reports/records/``."""
+
+    evaluation: str
+    ablation: str  # with {name}
+    speed: str
+    eval_speed: str
+    synth_speed: str
+    gallery: str
+
+
+LOCAL = Commands(
+    evaluation="python benchmarks/main_job.py",
+    ablation="nox -s ablation_{name}",
+    speed="nox -s speed",
+    eval_speed="python benchmarks/eval_speed.py",
+    synth_speed="python benchmarks/synth_speed.py",
+    gallery="python benchmarks/gallery.py",
+)
+PUBLISH = Commands(
+    evaluation="python benchmarks/main_job.py --publish",
+    ablation="nox -s ablation_{name} -- --publish",
+    speed="python benchmarks/speed.py fastpath --publish && python benchmarks/speed.py grid --publish",
+    eval_speed="python benchmarks/eval_speed.py --publish",
+    synth_speed="python benchmarks/synth_speed.py --publish",
+    gallery="python benchmarks/gallery.py --publish",
+)
+
+
+@dataclass(frozen=True)
+class Section:
+    title: str
+    lines: tuple[str, ...]
+    sources: tuple[Source, ...] = ()
+    figures: dict[str, bytes] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
+    missing: tuple[str, ...] = ()  # commands that would make the absent records
+
+    @property
+    def inputs(self) -> str:
+        return inputs_hash(self.sources) if self.sources else "none"
+
+
+def not_run(title: str, what: str, commands: Sequence[str]) -> Section:
+    lines = [f"*Not run:* no {what} records. Make them with: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
+    return Section(title, tuple(lines), missing=tuple(commands))
+
+
+def not_built(title: str, what: str, issue: str) -> Section:
+    """A section whose producing job the suite does not have yet (nothing to run)."""
+    return Section(title, (f"*Not available yet:* the suite has no {what} job yet ({issue}).", ""))
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def csv_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def figure_line(name: str, alt: str, text: str) -> list[str]:
+    return [f"![{alt}]({{assets}}/{name})", "", f"*{text}*", ""]
+
+
+# --- detection accuracy -----------------------------------------------------------------------------------
+
+
+def read_curves(path: Path, arithmetic: str) -> dict[str, dict[str, list[float | None]]]:
+    """{setting: {"recall", "precision"}} from an evaluation's ``pr_curves.csv`` (rows of one arithmetic)."""
+    curves: dict[str, dict[str, list[float | None]]] = {}
+    with path.open(newline="") as f:
+        for row in csv.DictReader(f):
+            if row["arithmetic"] != arithmetic:
+                continue
+            c = curves.setdefault(row["setting"], {"recall": [], "precision": []})
+            c["recall"].append(float(row["recall"]))
+            c["precision"].append(float(row["precision"]) if row["precision"] else None)
+    return curves
+
+
+def evaluation_name(source: Source) -> str:
+    prov = source.provenance
+    weights = Path(str(prov.get("weights", "?"))).name
+    return f"{prov.get('model', '?')} `{weights}`, {prov.get('test_protocol', '?')} protocol"
+
+
+def evaluation_section(records: RecordSet, commands: Commands) -> Section:
+    title = "Detection accuracy (WIDER FACE protocol)"
+    sources = records.of("evaluation")
+    if not sources:
+        return not_run(title, "evaluation", [commands.evaluation])
+    models, rows = [], []
+    for s in sources:
+        r = s.record
+        curves = read_curves(s.extra_files[0], r["arithmetic"])
+        models.append((evaluation_name(s), {k: {**curves[k], "ap": r[k]} for k in AP_COLUMNS}))
+        rows.append(
+            [
+                evaluation_name(s),
+                s.provenance.get("data", "?"),
+                *(f"{r[k]:.4f}" for k in AP_COLUMNS),
+                f"{r['hard_map_50_95']:.4f}",
+                r["arithmetic"],
+                r["counts"]["images"],
+                r["counts"]["faces"],
+            ]
+        )
+    header = ["model", "data", *AP_COLUMNS, "hard mAP 0.5:0.95", "arithmetic", "images", "faces"]
+    data = sorted({str(s.provenance.get("data", "?")) for s in sources})
+    lines = [
+        "AP at IoU 0.5 under the official WIDER FACE protocol; the hard mAP averages hard AP over IoU "
+        "0.5:0.05:0.95 (WIDER Challenge 2018).",
+        "",
+        *md_table(header, rows),
+        "",
+    ]
+    text = f"PR curves, {'; '.join(data)}. " + " | ".join(caption(s) for s in sources)
+    lines += figure_line("pr_curves.png", "PR curves", text)
+    for job in records.of("main_job"):
+        j = job.record
+        lines += [
+            f"The main job from a cold cache ({j['command']}: SynthFace val generation, detection and "
+            f"evaluation) took {j['seconds']:.1f} s wall time ({caption(job)}).",
+            "",
+        ]
+    figure = figures.pr_panels(models, "PR curves: " + "; ".join(data))
+    return Section(
+        title,
+        tuple(lines),
+        (*sources, *records.of("main_job")),
+        {"pr_curves.png": figure},
+        {"evaluation.csv": csv_table(header, rows)},
+    )
+
+
+def read_metrics(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def training_section(records: RecordSet) -> Section:
+    title = "Training of the committed checkpoints"
+    sources = records.of("checkpoint")
+    if not sources:
+        return Section(title, ("No committed checkpoint record in `retina/weights/`.",))
+    runs, rows = [], []
+    for s in sources:
+        r, metrics = s.record, read_metrics(s.extra_files[0])
+        keys = [k for k in ("loss", "cls", "box", "landmarks") if k in metrics[0]]
+        runs.append(
+            (
+                r["checkpoint"],
+                {"iteration": [m["iteration"] for m in metrics], **{k: [m[k] for m in metrics] for k in keys}},
+            )
+        )
+        train, ev = r["train"], r["eval"]
+        rows.append(
+            [
+                r["checkpoint"],
+                train["train_cfg"]["recipe"],
+                metrics[-1]["iteration"],
+                f"{train.get('wall_time_s_this_process', float('nan')):.0f}",
+                ev["data"],
+                *(f"{ev[k]:.3f}" for k in AP_COLUMNS),
+                f"{ev['hard_map_50_95']:.3f}",
+            ]
+        )
+    header = ["checkpoint", "recipe", "iterations", "train s", "evaluated on", *AP_COLUMNS, "hard mAP"]
+    lines = [*md_table(header, rows), "", f"Reproduce: `{sources[0].record['command']}`.", ""]
+    lines += figure_line(
+        "training.png",
+        "training losses",
+        "Training losses (from the metrics files committed "
+        "beside the checkpoints). " + " | ".join(caption(s) for s in sources),
+    )
+    return Section(
+        title,
+        tuple(lines),
+        tuple(sources),
+        {"training.png": figures.loss_curves(runs, "Training losses")},
+        {"training.csv": csv_table(header, rows)},
+    )
+
+
+# --- ablations --------------------------------------------------------------------------------------------
+
+
+def ablation_section(records: RecordSet, name: str, commands: Commands) -> Section:
+    from reports import ablation_table as at
+
+    title = f"Ablation: {name}"
+    sources = [s for s in records.of("ablation") if s.record.get("ablation") == name]
+    if not sources:
+        return not_run(title, f"`{name}` ablation", [commands.ablation.format(name=name)])
+    settings = {s.record["setting"] for s in sources}
+    if len(settings) > 1:  # several settings under several roots: the first root's wins
+        first = sources[0].record["setting"]
+        sources = [s for s in sources if s.record["setting"] == first]
+    recs = sorted((s.record for s in sources), key=lambda r: (r["order"], r["seed"]))
+    df = at.frame(recs)
+    summary = at.summarize(df)
+    text = at.markdown(recs, summary, df)
+    body = [
+        ("###" + line[1:] if line.startswith("# ") else "####" + line[2:] if line.startswith("## ") else line)
+        for line in text.splitlines()
+    ]
+    groups = [at.HEADERS[m] for m in at.METRICS]
+    series = [
+        (row["label"], [row[f"{m}_mean"] for m in at.METRICS], [row[f"{m}_std"] for m in at.METRICS])
+        for _, row in summary.iterrows()
+    ]
+    data = "synthetic SynthFace" if recs[0]["synthetic"] else recs[0]["eval_data"]
+    bars = figures.grouped_bars(groups, series, "AP (%), mean ± std over seeds", f"{name}: {data}")
+    body += [
+        "",
+        *figure_line(
+            f"ablation_{name}.png",
+            f"{name} ablation",
+            f"Mean ± std over seeds, {data}, protocol "
+            f"{recs[0]['protocol']}. " + caption(sources[0], f"{len(sources)} records"),
+        ),
+    ]
+    return Section(
+        title,
+        tuple(body),
+        tuple(sources),
+        {f"ablation_{name}.png": bars},
+        {f"ablation_{name}.csv": at.csv_text(recs, summary)},
+    )
+
+
+# --- speed ------------------------------------------------------------------------------------------------
+
+STAGES = ("pre_ms", "forward_ms", "priors_ms", "decode_nms_ms")
+
+
+def speed_section(records: RecordSet, commands: Commands) -> Section:
+    import pandas as pd
+
+    from reports import speed as sp
+
+    title = "Speed"
+    grids, fast = records.of("speed_grid"), records.of("speed_fastpath")
+    if not grids and not fast:
+        return not_run(title, "speed", [commands.speed])
+    lines: list[str] = []
+    figs: dict[str, bytes] = {}
+    tables: dict[str, str] = {}
+    stage_rows, scaling = [], []
+    for s in grids:
+        df = pd.DataFrame(s.record["rows"])
+        lines += [
+            f"### {sp.machine_line(s.provenance)}",
+            "",
+            "End to end (image in, detections out), median ms; paper: TVM on other hardware, for orientation only.",
+            "",
+            sp.paper_table(df),
+            "",
+            "Stages (ms), memory and counts:",
+            "",
+            sp.stage_table(df),
+            "",
+        ]
+        tables[f"speed_{len(tables)}.csv"] = df.drop(columns=["throughput"], errors="ignore").to_csv(index=False)
+        ok = df[df["e2e_ms"].notna()] if "e2e_ms" in df else df.iloc[0:0]
+        for _, r in ok.iterrows():
+            stage_rows.append((f"{r['preset']} {r['size']} {r['setting']} {r['backend']}", {k: r[k] for k in STAGES}))
+        for (name, setting, backend), g in ok.groupby(["preset", "setting", "backend"]):
+            g = g.sort_values("gflop")
+            scaling.append(
+                (f"{name} {setting} {backend}", list(g["height"] * g["width"] / 1e6), list(g["e2e_ms"]), False)
+            )
+    if stage_rows:
+        figs["speed_stages.png"] = figures.stacked_stages(stage_rows, STAGES, "Where the time goes (median ms)")
+        for label, row in sp.PAPER_TABLE5.items():
+            points = [(sp.MEGAPIXELS[k], v) for k, v in row.items() if v is not None]
+            scaling.append((f"paper: {label}", [p[0] for p in points], [p[1] for p in points], True))
+        figs["speed_scaling.png"] = figures.latency_scaling(scaling, "Latency against input size (log axes)")
+        cap = " | ".join(caption(s) for s in grids)
+        lines += figure_line("speed_stages.png", "stages", "Stage medians per cell. " + cap)
+        lines += figure_line(
+            "speed_scaling.png",
+            "scaling",
+            "End-to-end medians against megapixels; the paper's points (dashed) are other hardware. " + cap,
+        )
+    for s in fast:
+        lines += [
+            "### Fast-path ablation",
+            "",
+            sp.fastpath_table(pd.DataFrame(s.record["rows"])),
+            "",
+            f"*{caption(s)}*",
+            "",
+        ]
+    if not grids:
+        lines += [f"*Not run:* no speed grid records. Make them with: `{commands.speed}`.", ""]
+    return Section(title, tuple(lines), (*grids, *fast), figs, tables)
+
+
+def eval_speed_section(records: RecordSet, commands: Commands) -> Section:
+    title = "Evaluation speed"
+    sources = records.of("eval_speed")
+    if not sources:
+        return not_run(title, "evaluation-speed", [commands.eval_speed])
+    lines: list[str] = []
+    figs, rows = {}, []
+    for k, s in enumerate(sources):
+        r = s.record
+        for stage, best in r["seconds_best"].items():
+            rows.append([k, stage, f"{best:.4f}", f"{r['seconds_median'][stage]:.4f}", r["repeats"], r["data"]])
+        speedup = r.get("speedup_vs_baseline_one_iou", {})
+        lines += [
+            f"{r['images']} images, {r['faces']} faces, {r['predictions']} predictions ({r['data']}): the whole "
+            f"evaluation ({r['evaluate_all_covers']}) takes {r['seconds_median']['evaluate_all']:.3f} s "
+            "(median)"
+            + (
+                f", {speedup['evaluate_one_iou_float64']:.0f}x faster than a per-image loop "
+                "port of the official code at one IoU"
+                if speedup
+                else ""
+            )
+            + f". *{caption(s)}*",
+            "",
+        ]
+        stages = {n: v for n, v in r["seconds_median"].items() if n.startswith(("evaluate", "baseline"))}
+        figs[f"eval_speed_{k}.png"] = figures.grouped_bars(
+            list(stages),
+            [("median s", list(stages.values()), [np.nan] * len(stages))],
+            "seconds (median)",
+            "Evaluation stages",
+        )
+        lines += figure_line(f"eval_speed_{k}.png", "evaluation speed", caption(s))
+    header = ["record", "stage", "best s", "median s", "repeats", "data"]
+    lines = [*md_table(header, rows), "", *lines]
+    return Section(title, tuple(lines), tuple(sources), figs, {"eval_speed.csv": csv_table(header, rows)})
+
+
+def synth_speed_section(records: RecordSet, commands: Commands) -> Section:
+    title = "SynthFace generation speed"
+    sources = records.of("synth_speed")
+    if not sources:
+        return not_run(title, "SynthFace-speed", [commands.synth_speed])
+    header = ["preset", "split", "images", "workers", "seconds", "s per 1000 images", "faces", "machine, date"]
+    rows = [
+        [
+            r["settings"]["preset"],
+            r["settings"]["split"],
+            r["settings"]["images"],
+            r["settings"]["workers"],
+            f"{r['seconds']:.1f}",
+            f"{r['seconds_per_1000_images']:.1f}",
+            r["split"]["n_faces"],
+            caption(s),
+        ]
+        for s in sources
+        for r in [s.record]
+    ]
+    return Section(
+        title, (*md_table(header, rows), ""), tuple(sources), {}, {"synth_speed.csv": csv_table(header, rows)}
+    )
+
+
+# --- records of later issues: verification and the dense branch -----------------------------------------
+
+
+def tabular_section(records: RecordSet, kind: str, title: str, issue: str) -> Section:
+    """Records carrying ``table`` (a list of rows, each a {column: value} mapping) shown as they are."""
+    sources = records.of(kind)
+    if not sources:
+        return not_built(title, kind, issue)
+    lines: list[str] = []
+    for s in sources:
+        rows = s.record.get("table") or []
+        header = list(dict.fromkeys(k for row in rows for k in row))
+        lines += [*md_table(header, [[row.get(h, "") for h in header] for row in rows]), "", f"*{caption(s)}*", ""]
+    return Section(title, tuple(lines), tuple(sources))
+
+
+# --- the detection gallery ---------------------------------------------------------------------------------
+
+
+def draw(image_bgr: np.ndarray, dets: dict[str, Any], threshold: float) -> np.ndarray:
+    """RGB copy of the image with the boxes (x1 y1 x2 y2) and five landmarks scoring >= ``threshold``."""
+    import cv2
+
+    canvas = image_bgr.copy()
+    width = max(2, round(max(canvas.shape[:2]) / 320))  # still visible once the figure shrinks the image
+    for box, score, marks in zip(dets["boxes"], dets["scores"], dets["landmarks"], strict=True):
+        if score < threshold:
+            continue
+        x1, y1, x2, y2 = (round(v) for v in box)
+        cv2.rectangle(canvas, (x1, y1), (x2, y2), (0, 255, 0), width)
+        for x, y in marks:
+            cv2.circle(canvas, (round(x), round(y)), width, (0, 0, 255), -1)
+    return canvas[:, :, ::-1]
+
+
+def gallery_section(records: RecordSet, commands: Commands) -> Section:
+    import cv2
+
+    title = "Detection gallery"
+    sources = records.of("gallery")
+    if not sources:
+        return not_run(title, "gallery", [commands.gallery])
+    lines, figs = [], {}
+    for k, s in enumerate(sources):
+        r = s.record
+        panels = []
+        for threshold in r["thresholds"]:
+            for item, path in zip(r["images"], s.extra_files, strict=True):
+                image = cv2.imread(str(path))
+                shown = sum(score >= threshold for score in item["detections"]["scores"])
+                panels.append(
+                    (
+                        draw(image, item["detections"], threshold),
+                        f"{item['image']}: score >= {threshold:g}, {shown} faces",
+                    )
+                )
+        figs[f"gallery_{k}.png"] = figures.gallery(panels, columns=len(r["images"]))
+        lines += figure_line(
+            f"gallery_{k}.png",
+            "detections",
+            f"Boxes and five landmarks on {r['data']} at two "
+            f"score thresholds; checkpoint `{r['checkpoint']}`, protocol {r['protocol']}. " + caption(s),
+        )
+    return Section(title, tuple(lines), tuple(sources), figs)
+
+
+SectionBuilder = Callable[[RecordSet, Commands], Section]
+
+
+def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str]) -> list[Section]:
+    """Every section in page order."""
+    return [
+        evaluation_section(records, commands),
+        training_section(records),
+        *(ablation_section(records, name, commands) for name in ablations),
+        speed_section(records, commands),
+        eval_speed_section(records, commands),
+        synth_speed_section(records, commands),
+        tabular_section(records, "verification", "Face verification by alignment source", "issue 12"),
+        tabular_section(records, "dense", "Dense branch", "issue 11"),
+        gallery_section(records, commands),
+    ]
