@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import cv2
 import numpy as np
@@ -73,3 +74,37 @@ def test_detect_without_weights_uses_the_committed_checkpoint(tmp_path, capsys):
     assert record["settings"]["weights"] == str(DEFAULT_WEIGHTS) and record["settings"]["model"] == "mobilenet0.25"
     expected = Detector.from_checkpoint(DEFAULT_WEIGHTS)(image, score_threshold=0.5)
     np.testing.assert_allclose(np.array(record["boxes"]).reshape(-1, 4), expected.boxes, atol=1e-3)
+
+
+def test_detect_mtcnn_writes_the_same_layout(tmp_path):
+    folder = tmp_path / "mtcnn"
+    folder.mkdir()
+    for name in ("pnet", "rnet", "onet"):
+        shutil.copy(shared_file(f"weights/facenet-pytorch-2.6.0_mtcnn_{name}.pt"), folder / f"{name}.pt")
+    image = shared_file("samples/scikit-image_astronaut.png")
+    reference = json.loads(shared_file("reference/facenet-pytorch_mtcnn_samples.json").read_text())
+    out = tmp_path / "out"
+    assert main(["detect", str(image), "--model", "mtcnn", "--weights", str(folder), "--out", str(out)]) == 0
+    record = json.loads((out / "scikit-image_astronaut.json").read_text())
+    assert set(record) == {"image", "image_size", "boxes", "scores", "landmarks", "settings"}
+    assert record["settings"]["model"] == "mtcnn" and record["settings"]["weights"] == str(folder)
+    expected = reference["images"]["scikit-image_astronaut.png"]  # facenet-pytorch on the RGB image
+    np.testing.assert_allclose(record["boxes"], expected["boxes"], atol=0.01)
+    np.testing.assert_allclose(record["scores"], expected["scores"], atol=1e-3)
+    np.testing.assert_allclose(record["landmarks"], expected["landmarks"], atol=0.5)
+    assert cv2.imread(str(out / "scikit-image_astronaut.jpg")).shape == (512, 512, 3)
+
+
+def test_detect_mtcnn_flag_errors(tmp_path, capsys):
+    image = tmp_path / "a.png"
+    cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
+    base = ["detect", str(image), "--model", "mtcnn", "--out", str(tmp_path / "out")]
+    assert main(base) == 2
+    assert "--model mtcnn needs --weights DIR" in capsys.readouterr().err
+    for flags in (["--protocol", "original"], ["--nms-iou", "0.3"], ["--preset", "mobilenet0.25"]):
+        assert main([*base, "--weights", str(tmp_path), *flags]) == 2
+        assert f"{flags[0]}: RetinaFace options, they do not apply to --model mtcnn" in capsys.readouterr().err
+    assert main([*base, "--weights", str(tmp_path)]) == 2
+    assert "lacks pnet.pt, rnet.pt, onet.pt" in capsys.readouterr().err
+    assert main([*base, "--weights", str(tmp_path / "none")]) == 2
+    assert "MTCNN weights folder not found" in capsys.readouterr().err

@@ -1,10 +1,17 @@
-"""``retina detect IMAGE_OR_DIR... --out DIR [--weights W]``: per image a JSON file and an annotated picture."""
+"""``retina detect IMAGE_OR_DIR... --out DIR [--model M] [--weights W]``: per image a JSON file and a picture.
+
+``--model retinaface`` (default) runs a retina checkpoint or biubug6 state dict; ``--model mtcnn`` runs MTCNN
+(:mod:`retina.verify.mtcnn`) from a folder holding facenet-pytorch's ``pnet.pt``, ``rnet.pt`` and ``onet.pt``.
+Both write the same JSON layout (boxes, scores, landmarks, settings).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -16,19 +23,45 @@ from retina.images import IMAGE_SUFFIXES, is_image_file, read_image
 from retina.protocols import PROTOCOLS
 from retina.results import write_bytes, write_json
 
+if TYPE_CHECKING:
+    from retina.api import Detections
+
+MODELS = ("retinaface", "mtcnn")
+# RetinaFace-only flags and the values they take when not given (None marks "not given").
+RETINAFACE_DEFAULTS = {"preset": None, "protocol": "original", "nms_iou": 0.4}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders (searched recursively)")
+    p.add_argument("--model", choices=MODELS, default="retinaface", help="detector (default: retinaface)")
     p.add_argument(
         "--weights",
         type=Path,
         default=None,
-        help="retina checkpoint or biubug6 state dict (default: the committed checkpoint, trained on synthetic data)",
+        help="retinaface: retina checkpoint or biubug6 state dict (default: the committed checkpoint, trained on "
+        "synthetic data); mtcnn (required): a folder holding pnet.pt, rnet.pt and onet.pt (facenet-pytorch's data/)",
     )
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS), help="architecture the weights must match")
-    p.add_argument("--protocol", default="original", choices=sorted(PROTOCOLS), help="test-time protocol")
-    p.add_argument("--score-threshold", type=fraction, default=0.5, help="keep faces scoring above this, in [0, 1]")
-    p.add_argument("--nms-iou", type=iou_threshold, default=0.4, help="NMS IoU threshold, in (0, 1]")
+    p.add_argument(
+        "--preset", default=None, choices=sorted(PRESETS), help="retinaface only: architecture the weights must match"
+    )
+    p.add_argument(
+        "--protocol",
+        default=None,
+        choices=sorted(PROTOCOLS),
+        help="retinaface only: test-time protocol (default: original)",
+    )
+    p.add_argument(
+        "--score-threshold",
+        type=fraction,
+        default=0.5,
+        help="keep faces scoring above this, in [0, 1] (mtcnn: applied after O-Net's own 0.7)",
+    )
+    p.add_argument(
+        "--nms-iou",
+        type=iou_threshold,
+        default=None,
+        help="retinaface only: NMS IoU threshold, in (0, 1] (default: 0.4)",
+    )
     p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--out", required=True, type=output_dir, help="output folder")
 
@@ -76,15 +109,69 @@ def draw(image: np.ndarray, boxes: np.ndarray, scores: np.ndarray, landmarks: np
     return canvas
 
 
-def run(args: argparse.Namespace) -> int:
+Detect = Callable[[np.ndarray], "Detections"]
+
+
+def retinaface(args: argparse.Namespace) -> tuple[Detect, dict[str, Any]]:
+    """The RetinaFace detector of ``args`` and the settings recorded with its results."""
     from retina.api import Detector  # torch import only when the command runs
 
-    paths = collect_images(args.inputs)
+    for name, default in RETINAFACE_DEFAULTS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, default)
     if args.weights is None:
         args.weights = DEFAULT_WEIGHTS
         note = f"no --weights given: using the committed checkpoint {DEFAULT_WEIGHTS.name} (trained on synthetic faces)"
         print(f"note: {note}", file=sys.stderr)
     detector = Detector.from_checkpoint(args.weights, preset=args.preset, device=args.device, protocol=args.protocol)
+    settings = {
+        "weights": str(args.weights),
+        "model": detector.cfg.name,
+        "protocol": args.protocol,
+        "score_threshold": args.score_threshold,
+        "nms_iou": args.nms_iou,
+    }
+    return lambda image: detector(image, score_threshold=args.score_threshold, nms_iou=args.nms_iou), settings
+
+
+def check_mtcnn_flags(args: argparse.Namespace) -> None:
+    """RetinaFace-only flags and a missing ``--weights`` are errors with ``--model mtcnn``."""
+    given = ["--" + name.replace("_", "-") for name in RETINAFACE_DEFAULTS if getattr(args, name) is not None]
+    if given:
+        raise RetinaError(f"{', '.join(given)}: RetinaFace options, they do not apply to --model mtcnn")
+    if args.weights is None:
+        raise RetinaError("--model mtcnn needs --weights DIR, a folder holding pnet.pt, rnet.pt and onet.pt")
+
+
+def mtcnn(args: argparse.Namespace) -> tuple[Detect, dict[str, Any]]:
+    """The MTCNN detector of ``args`` (BGR images in) and the settings recorded with its results."""
+    from retina.api import Detections
+    from retina.verify.mtcnn import MtcnnCfg, load_mtcnn
+
+    cfg = MtcnnCfg(channels="bgr")
+    model = load_mtcnn(args.weights, cfg, device=args.device)
+
+    def detect(image: np.ndarray) -> Detections:
+        faces = model(image)
+        keep = faces.probs > args.score_threshold  # O-Net's threshold (0.7) applies first
+        return Detections(faces.boxes[keep], faces.probs[keep], faces.landmarks[keep])
+
+    settings = {
+        "weights": str(args.weights),
+        "model": "mtcnn",
+        "score_threshold": args.score_threshold,
+        "min_face_size": cfg.min_face_size,
+        "factor": cfg.factor,
+        "thresholds": list(cfg.thresholds),
+    }
+    return detect, settings
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.model == "mtcnn":
+        check_mtcnn_flags(args)
+    paths = collect_images(args.inputs)
+    detect, settings = mtcnn(args) if args.model == "mtcnn" else retinaface(args)
     failed = 0
     for image_path in paths:
         try:
@@ -93,18 +180,12 @@ def run(args: argparse.Namespace) -> int:
             print(f"warning: {exc}", file=sys.stderr)
             failed += 1
             continue
-        dets = detector(image, score_threshold=args.score_threshold, nms_iou=args.nms_iou)
+        dets = detect(image)
         record = {
             "image": str(image_path),
             "image_size": [int(image.shape[1]), int(image.shape[0])],
             **dets.to_dict(),
-            "settings": {
-                "weights": str(args.weights),
-                "model": detector.cfg.name,
-                "protocol": args.protocol,
-                "score_threshold": args.score_threshold,
-                "nms_iou": args.nms_iou,
-            },
+            "settings": settings,
         }
         write_json(args.out / f"{image_path.stem}.json", record)
         ok, encoded = cv2.imencode(".jpg", draw(image, dets.boxes, dets.scores, dets.landmarks))
