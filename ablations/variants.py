@@ -6,10 +6,10 @@ therefore identical across rows: architecture preset, schedule, data, test proto
 ablation has two settings:
 
 - ``cpu``: the default, a small ablation on synthetic data (a dedicated small SynthFace pair, 256 px
-  crops; landmarks 1000 iterations of batch 8 with 5 seeds, dcn 320 of batch 8 with 3). Every row and seed starts from one
-  shared backbone, that of the committed SynthFace checkpoint (``retina/weights``), as the paper's rows all
-  start from one ImageNet backbone; FPN, context module and heads start from the seed's random
-  initialisation. Sized so that a whole session finishes within about 45 minutes on 2 CPU
+  crops; landmarks 1000 iterations of batch 8 with 5 seeds, dcn 320 of batch 8 with 3). Every row and
+  seed starts from one shared backbone, that of the committed SynthFace checkpoint (``retina/weights``),
+  as the paper's rows all start from one ImageNet backbone; FPN, context module and heads start from the
+  seed's random initialisation. Sized so that a whole session finishes within about 45 minutes on 2 CPU
   cores (measured: see the published records). Its numbers say whether the switch matters *on this
   synthetic data at this budget*; they are not a reproduction of the paper.
 - ``paper``: the paper's setting (arXiv 1905.00641 section 4.1): ResNet-50 paper layout (P2-P6, shared
