@@ -55,6 +55,15 @@ def speed(session: nox.Session) -> None:
 
 
 @nox.session
+def landmarks(session: nox.Session) -> None:
+    """Landmark accuracy, RetinaFace vs MTCNN (paper section 4.5): NME, CED, failure rate on SynthFace val.
+
+    MTCNN needs its weights: ``nox -s landmarks -- --mtcnn-weights DIR`` (DIR holding pnet.pt, rnet.pt, onet.pt,
+    facenet-pytorch 2.6.0's data/ folder). A user's split: ``-- --data-root SPLIT --weights W``."""
+    session.run("python", "-m", "retina.verify.landmark_job", *session.posargs)
+
+
+@nox.session
 def report(session: nox.Session) -> None:
     """The report page from records only (results/ and reports/records/) -> results/report/report.md.
 

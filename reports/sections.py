@@ -33,6 +33,7 @@ class Commands:
     eval_speed: str
     synth_speed: str
     gallery: str
+    landmarks: str
 
 
 LOCAL = Commands(
@@ -42,6 +43,7 @@ LOCAL = Commands(
     eval_speed="python benchmarks/eval_speed.py",
     synth_speed="python benchmarks/synth_speed.py",
     gallery="python benchmarks/gallery.py",
+    landmarks="nox -s landmarks",
 )
 PUBLISH = Commands(
     evaluation="python benchmarks/main_job.py --publish",
@@ -50,6 +52,7 @@ PUBLISH = Commands(
     eval_speed="python benchmarks/eval_speed.py --publish",
     synth_speed="python benchmarks/synth_speed.py --publish",
     gallery="python benchmarks/gallery.py --publish",
+    landmarks="nox -s landmarks -- --mtcnn-weights DIR --publish",
 )
 
 
@@ -407,6 +410,25 @@ def tabular_section(records: RecordSet, kind: str, title: str, issue: str) -> Se
     return Section(title, tuple(lines), tuple(sources))
 
 
+def landmarks_section(records: RecordSet, commands: Commands) -> Section:
+    from retina.verify.landmark_job import ced_png
+
+    title = "Landmark accuracy (NME, CED, failure rate)"
+    sources = records.of("landmarks")
+    if not sources:
+        return not_run(title, "landmark-accuracy", [commands.landmarks])
+    lines: list[str] = []
+    figs = {}
+    for k, s in enumerate(sources):
+        r = s.record
+        lines += [r["table"], ""]
+        if r.get("mtcnn", "run") != "run":
+            lines += [f"MTCNN: {r['mtcnn']}.", ""]
+        figs[f"landmarks_ced_{k}.png"] = ced_png(r)
+        lines += figure_line(f"landmarks_ced_{k}.png", "CED", f"{r['data']}; " + caption(s))
+    return Section(title, tuple(lines), tuple(sources), figs)
+
+
 # --- the detection gallery ---------------------------------------------------------------------------------
 
 
@@ -469,6 +491,7 @@ def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str
         speed_section(records, commands),
         eval_speed_section(records, commands),
         synth_speed_section(records, commands),
+        landmarks_section(records, commands),
         tabular_section(records, "verification", "Face verification by alignment source", "issue 12"),
         tabular_section(records, "dense", "Dense branch", "issue 11"),
         gallery_section(records, commands),

@@ -31,6 +31,7 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "eval_speed": ("eval_speed/*.json", "benchmarks/eval_speed*.json"),
         "synth_speed": ("synth_speed/*.json", "benchmarks/synth_speed*.json"),
         "gallery": ("gallery/*.json",),
+        "landmarks": ("landmarks/landmarks.json",),
         "verification": ("verification/*.json",),
         "dense": ("dense/*.json",),
     }

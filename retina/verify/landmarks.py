@@ -1,0 +1,95 @@
+"""Five-point landmark accuracy (paper section 4.5): NME, CED curve, failure rate; pure numpy functions.
+
+The normalised mean error of one face is the mean over its five points of the Euclidean distance between
+predicted and true landmark, divided by ``sqrt(w * h)`` of the true face box (the paper's normalisation).
+A face whose NME exceeds 10% is a failure (the paper's WIDER FACE val failure rate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.integrate import trapezoid
+from scipy.optimize import linear_sum_assignment
+
+FAILURE_NME = 0.10
+CED_GRID = np.round(np.linspace(0.0, 0.2, 81), 6)  # NME thresholds of the CED curve (0 .. 20%)
+
+
+def nme(pred: np.ndarray, true: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
+    """(N,) NME of each face: pred, true (N, 5, 2) pixels; boxes_xywh (N, 4) true boxes x y w h."""
+    pred, true = np.asarray(pred, np.float64), np.asarray(true, np.float64)
+    boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
+    if pred.shape != true.shape or pred.shape[1:] != (5, 2) or len(boxes) != len(pred):
+        raise ValueError(f"nme: shapes {pred.shape}, {true.shape}, {boxes.shape} do not describe N faces")
+    scale = np.sqrt(boxes[:, 2] * boxes[:, 3])
+    if np.any(scale <= 0):
+        raise ValueError("nme: every true box needs a positive width and height")
+    return np.linalg.norm(pred - true, axis=2).mean(axis=1) / scale
+
+
+def ced(nmes: np.ndarray, grid: np.ndarray = CED_GRID) -> np.ndarray:
+    """Cumulative error distribution: for each threshold of ``grid``, the fraction of faces with NME <= it."""
+    nmes = np.sort(np.asarray(nmes, np.float64))
+    if len(nmes) == 0:
+        return np.full(len(grid), np.nan)
+    return np.searchsorted(nmes, grid, side="right") / len(nmes)
+
+
+def failure_rate(nmes: np.ndarray, threshold: float = FAILURE_NME) -> float:
+    """Fraction of faces whose NME exceeds ``threshold`` (NaN without faces)."""
+    nmes = np.asarray(nmes, np.float64)
+    return float(np.mean(nmes > threshold)) if len(nmes) else float("nan")
+
+
+def auc(nmes: np.ndarray, limit: float = FAILURE_NME, steps: int = 1000) -> float:
+    """Area under the CED curve from 0 to ``limit``, divided by ``limit`` (1 = every face perfect)."""
+    grid = np.linspace(0.0, limit, steps + 1)
+    return float(trapezoid(ced(nmes, grid), grid) / limit)
+
+
+def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
+    """(N, M) IoU between boxes x1 y1 x2 y2 (continuous coordinates)."""
+    a, b = np.asarray(a_xyxy, np.float64).reshape(-1, 4), np.asarray(b_xyxy, np.float64).reshape(-1, 4)
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
+    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0.0, None), axis=1)  # noqa: E731
+    union = area(a)[:, None] + area(b)[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def match(true_xyxy: np.ndarray, det_xyxy: np.ndarray, min_iou: float) -> np.ndarray:
+    """(N,) index of the detection matched one-to-one to each true face (max total IoU), -1 when none >= min_iou."""
+    out = np.full(len(true_xyxy), -1)
+    if len(true_xyxy) == 0 or len(det_xyxy) == 0:
+        return out
+    iou = iou_matrix(true_xyxy, det_xyxy)
+    rows, cols = linear_sum_assignment(-iou)
+    keep = iou[rows, cols] >= min_iou
+    out[rows[keep]] = cols[keep]
+    return out
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One method's landmark accuracy over a set of faces (NME as fractions of sqrt(w h))."""
+
+    faces: int
+    mean_nme: float
+    median_nme: float
+    failure_rate: float
+    auc_10: float
+
+    @classmethod
+    def of(cls, nmes: np.ndarray) -> Summary:
+        nmes = np.asarray(nmes, np.float64)
+        empty = len(nmes) == 0
+        return cls(
+            len(nmes),
+            float("nan") if empty else float(nmes.mean()),
+            float("nan") if empty else float(np.median(nmes)),
+            failure_rate(nmes),
+            float("nan") if empty else auc(nmes),
+        )
