@@ -64,6 +64,15 @@ def landmarks(session: nox.Session) -> None:
 
 
 @nox.session
+def verification(session: nox.Session) -> None:
+    """Face verification by alignment source (paper table 4) on SynthFace-ID with the committed ArcFace.
+
+    Rows none / RetinaFace / ground truth, plus MTCNN with ``-- --mtcnn-weights DIR``; LFW with
+    ``-- --lfw-pairs pairs.txt --lfw-images DIR``, an ONNX model with ``-- --onnx MODEL``."""
+    session.run("python", "-m", "retina.verify.experiment", *session.posargs)
+
+
+@nox.session
 def report(session: nox.Session) -> None:
     """The report page from records only (results/ and reports/records/) -> results/report/report.md.
 

@@ -34,6 +34,7 @@ class Commands:
     synth_speed: str
     gallery: str
     landmarks: str
+    verification: str
 
 
 LOCAL = Commands(
@@ -44,6 +45,7 @@ LOCAL = Commands(
     synth_speed="python benchmarks/synth_speed.py",
     gallery="python benchmarks/gallery.py",
     landmarks="nox -s landmarks",
+    verification="nox -s verification",
 )
 PUBLISH = Commands(
     evaluation="python benchmarks/main_job.py --publish",
@@ -53,6 +55,7 @@ PUBLISH = Commands(
     synth_speed="python benchmarks/synth_speed.py --publish",
     gallery="python benchmarks/gallery.py --publish",
     landmarks="nox -s landmarks -- --mtcnn-weights DIR --publish",
+    verification="nox -s verification -- --mtcnn-weights DIR --publish",
 )
 
 
@@ -429,6 +432,27 @@ def landmarks_section(records: RecordSet, commands: Commands) -> Section:
     return Section(title, tuple(lines), tuple(sources), figs)
 
 
+def verification_section(records: RecordSet, commands: Commands) -> Section:
+    from retina.verify.experiment import markdown, roc_png
+
+    title = "Face verification by alignment source"
+    sources = records.of("verification")
+    if not sources:
+        return not_run(title, "verification", [commands.verification])
+    lines: list[str] = []
+    figs = {}
+    for k, s in enumerate(sources):
+        r = s.record
+        e = r["embedding"]
+        lines += [f"{r['data']}: {r['pairs']} pairs of {r['images']} images; embedding: {e['kind']} `{e['file']}`.", ""]
+        lines += [markdown(r["table"]), ""]
+        if r.get("mtcnn", "run") != "run":
+            lines += [f"MTCNN: {r['mtcnn']}.", ""]
+        figs[f"verification_roc_{k}.png"] = roc_png(r)
+        lines += figure_line(f"verification_roc_{k}.png", "ROC", caption(s))
+    return Section(title, tuple(lines), tuple(sources), figs)
+
+
 # --- the detection gallery ---------------------------------------------------------------------------------
 
 
@@ -492,7 +516,7 @@ def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str
         eval_speed_section(records, commands),
         synth_speed_section(records, commands),
         landmarks_section(records, commands),
-        tabular_section(records, "verification", "Face verification by alignment source", "issue 12"),
+        verification_section(records, commands),
         tabular_section(records, "dense", "Dense branch", "issue 11"),
         gallery_section(records, commands),
     ]
