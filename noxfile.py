@@ -64,6 +64,14 @@ def landmarks(session: nox.Session) -> None:
 
 
 @nox.session
+def train_arcface(session: nox.Session) -> None:
+    """Train the small ArcFace (mobilefacenet-s, recipe synth-cpu) on the SynthFace-ID train split (generated on
+    first use); ``python benchmarks/embedded_arcface.py --run runs/arcface_synthface_id`` packages it."""
+    args = session.posargs or ["--out", "runs/arcface_synthface_id"]
+    session.run("python", "-m", "retina.verify.train_id", *args)
+
+
+@nox.session
 def verification(session: nox.Session) -> None:
     """Face verification by alignment source (paper table 4) on SynthFace-ID with the committed ArcFace.
 

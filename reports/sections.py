@@ -184,39 +184,28 @@ def training_section(records: RecordSet) -> Section:
     for s in sources:
         r, metrics = s.record, read_metrics(s.extra_files[0])
         keys = [k for k in ("loss", "cls", "box", "landmarks") if k in metrics[0]]
-        runs.append(
-            (
-                r["checkpoint"],
-                {"iteration": [m["iteration"] for m in metrics], **{k: [m[k] for m in metrics] for k in keys}},
-            )
-        )
-        train, ev = r["train"], r["eval"]
+        series = {"iteration": [m["iteration"] for m in metrics], **{k: [m[k] for m in metrics] for k in keys}}
+        runs.append((r["checkpoint"], series))
+        train, ev = r["train"], r.get("eval")
+        scores = [f"{ev[k]:.3f}" for k in (*AP_COLUMNS, "hard_map_50_95")] if ev else ["–"] * 4
         rows.append(
             [
                 r["checkpoint"],
+                r.get("kind", "detector"),
                 train["train_cfg"]["recipe"],
                 metrics[-1]["iteration"],
                 f"{train.get('wall_time_s_this_process', float('nan')):.0f}",
-                ev["data"],
-                *(f"{ev[k]:.3f}" for k in AP_COLUMNS),
-                f"{ev['hard_map_50_95']:.3f}",
+                ev["data"] if ev else "see the verification section",
+                *scores,
             ]
         )
-    header = ["checkpoint", "recipe", "iterations", "train s", "evaluated on", *AP_COLUMNS, "hard mAP"]
-    lines = [*md_table(header, rows), "", f"Reproduce: `{sources[0].record['command']}`.", ""]
-    lines += figure_line(
-        "training.png",
-        "training losses",
-        "Training losses (from the metrics files committed "
-        "beside the checkpoints). " + " | ".join(caption(s) for s in sources),
-    )
-    return Section(
-        title,
-        tuple(lines),
-        tuple(sources),
-        {"training.png": figures.loss_curves(runs, "Training losses")},
-        {"training.csv": csv_table(header, rows)},
-    )
+    header = ["checkpoint", "kind", "recipe", "iterations", "train s", "evaluated on", *AP_COLUMNS, "hard mAP"]
+    lines = [*md_table(header, rows), ""]
+    lines += [f"Reproduce `{s.record['checkpoint']}`: `{s.record['command']}`." for s in sources] + [""]
+    text = "Training losses (from the metrics files committed beside the checkpoints). "
+    lines += figure_line("training.png", "training losses", text + " | ".join(caption(s) for s in sources))
+    figs = {"training.png": figures.loss_curves(runs, "Training losses")}
+    return Section(title, tuple(lines), tuple(sources), figs, {"training.csv": csv_table(header, rows)})
 
 
 # --- ablations --------------------------------------------------------------------------------------------

@@ -117,13 +117,21 @@ def _gallery_image(path: Path, record: dict[str, Any]) -> tuple[Path, ...]:
 
 
 def collect(roots: Sequence[Path], kinds: Iterable[str] = PATTERNS) -> RecordSet:
-    """Every record of ``kinds`` under ``roots``, plus the committed checkpoints' records."""
+    """Every record of ``kinds`` under ``roots``, plus the committed checkpoints' records.
+
+    A record found at the same relative path under two roots is read from the first (``results/`` before the
+    published ``reports/records/``): a rerun replaces its published copy in the local report.
+    """
     found: dict[str, list[Source]] = {"checkpoint": _checkpoint_sources()}
     for kind in kinds:
         sources = []
+        seen: set[Path] = set()  # a record at the same place under an earlier root shadows a later root's copy
         for root in roots:
             for pattern in PATTERNS[kind]:
                 for path in sorted(root.glob(pattern)):
+                    if path.relative_to(root) in seen:
+                        continue
+                    seen.add(path.relative_to(root))
                     record = read_record(path, kind)
                     extra = _gallery_image(path, record) if kind == "gallery" else _beside(kind, path)
                     sources.append(Source(kind, path, record, extra))

@@ -111,3 +111,12 @@ def test_published_report_is_current():
         if name.endswith(".csv"):
             assert path.read_bytes() == data, f"{path} is stale: run nox -s report -- --publish"
     assert sorted(p.name for p in target.assets.iterdir()) == sorted(assets), "stray files in docs/report/"
+
+
+def test_a_record_under_the_first_root_shadows_its_copy_under_a_later_root(tmp_path):
+    first, second = tmp_path / "results", tmp_path / "published"
+    _evaluation(first, "alpha", 0.6)
+    _evaluation(second, "alpha", 0.7)
+    _evaluation(second, "beta", 0.8)
+    found = sources.collect([first, second]).of("evaluation")
+    assert [(s.path.parent.name, s.record["hard"]) for s in found] == [("alpha", 0.6), ("beta", 0.8)]

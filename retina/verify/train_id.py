@@ -36,6 +36,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -105,19 +106,21 @@ class TrainIdCfg:
             raise ValueError("momentum, weight_decay and seed must be >= 0 and color_jitter in [0, 1)")
 
 
-TRAIN_ID_PRESETS: dict[str, TrainIdCfg] = {
-    # SynthFace-ID default train split (200 identities x 20 images) on 2 CPU cores in about 10 minutes:
-    # mobilefacenet-s, batch 64, 8 epochs (496 iterations), AdamW 3e-3 (weight decay 0.05) with 5% warm-up and
-    # cosine decay, ArcFace s = 64, m = 0.5 (the paper's values). Measured on a 40-identity SynthFace-ID train
-    # split, 96 iterations, one thread of a loaded CPU (57 images/s): training accuracy 0.91 with AdamW against
-    # 0.42 with SGD 0.1 (momentum 0.9, decay 5e-4), and 0.53 with SGD and s = 32, m = 0.3; at 57 images/s the
-    # 32000 images of this recipe take 9.4 minutes.
-    "synth-cpu": TrainIdCfg(),
-    # The paper-size network (about 1 M parameters) for a GPU or a long CPU run.
-    "mobilefacenet": TrainIdCfg(
-        recipe="mobilefacenet", model=EMBED_PRESETS["mobilefacenet"], batch_size=128, epochs=20.0
-    ),
-}
+TRAIN_ID_PRESETS: MappingProxyType[str, TrainIdCfg] = MappingProxyType(
+    {
+        # SynthFace-ID default train split (200 identities x 20 images) on 2 CPU cores in about 10 minutes:
+        # mobilefacenet-s, batch 64, 8 epochs (496 iterations), AdamW 3e-3 (weight decay 0.05) with 5% warm-up and
+        # cosine decay, ArcFace s = 64, m = 0.5 (the paper's values). Measured on a 40-identity SynthFace-ID train
+        # split, 96 iterations, one thread of a loaded CPU (57 images/s): training accuracy 0.91 with AdamW against
+        # 0.42 with SGD 0.1 (momentum 0.9, decay 5e-4), and 0.53 with SGD and s = 32, m = 0.3; at 57 images/s the
+        # 32000 images of this recipe take 9.4 minutes.
+        "synth-cpu": TrainIdCfg(),
+        # The paper-size network (about 1 M parameters) for a GPU or a long CPU run.
+        "mobilefacenet": TrainIdCfg(
+            recipe="mobilefacenet", model=EMBED_PRESETS["mobilefacenet"], batch_size=128, epochs=20.0
+        ),
+    }
+)
 
 
 def train_id_preset(name: str) -> TrainIdCfg:
@@ -656,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m retina.verify.train_id",
         description="Train a face-embedding network with the ArcFace loss on a SynthFace-ID split.",
     )
-    p.add_argument("--data", type=Path, required=True, help="a SynthFace-ID split folder (meta.json, images/)")
+    p.add_argument("--data", type=Path, help="a SynthFace-ID split folder (default: the SynthFace-ID train split)")
     p.add_argument("--out", type=output_dir, required=True, help="run folder (checkpoints, metrics, record)")
     p.add_argument("--recipe", default="synth-cpu", choices=sorted(TRAIN_ID_PRESETS), help="training recipe")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
@@ -688,6 +691,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = dataclasses.replace(train_id_preset(args.recipe), **overrides)
         if args.threads:
             torch.set_num_threads(args.threads)
+        if args.data is None:
+            from retina.data.synth_id import synth_id_split
+
+            args.data = synth_id_split("train", progress=not args.no_progress)
         data = read_synthface_id(args.data)
         spec = IdRunSpec(
             args.out,

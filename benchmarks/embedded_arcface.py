@@ -1,0 +1,67 @@
+"""Package a finished SynthFace-ID ArcFace run as the suite's committed face-embedding checkpoint.
+
+    nox -s train_arcface   (= python -m retina.verify.train_id --out runs/arcface_synthface_id)
+    python benchmarks/embedded_arcface.py --run runs/arcface_synthface_id
+
+Writes into ``retina/weights/``, each file atomically: ``arcface_synthface_id.pth`` (the run's ``final.pth``:
+the embedding network alone, its config and provenance), ``arcface_synthface_id.metrics.jsonl`` (the run's
+metrics, byte for byte, checked to end at the last iteration) and ``arcface_synthface_id.json`` (the command,
+the training record, the files' sha256). Its verification accuracy is measured by ``nox -s verification``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
+from benchmarks.embedded_checkpoint import WEIGHTS_DIR, run_metrics
+from retina.errors import RetinaError
+from retina.results import file_sha256, provenance, write_bytes, write_json
+from retina.verify.train_id import load_embedder
+
+NAME = "arcface_synthface_id"
+COMMAND = "nox -s train_arcface  (= python -m retina.verify.train_id --out runs/arcface_synthface_id)"
+
+
+def package(run: Path) -> dict:
+    """Check the finished run, write the checkpoint and metrics, return the record."""
+    path = run / "train_record.json"
+    if not path.is_file() or not (run / "final.pth").is_file():
+        raise RetinaError(f"{run}: not a finished train_id run (no train_record.json or final.pth)")
+    record = json.loads(path.read_text())
+    if not record.get("finished"):
+        raise RetinaError(f"{path}: the run did not finish")
+    load_embedder(run / "final.pth")  # a loadable embedding network, or a clear error
+    metrics = run_metrics(run, int(record["completed_iterations"]))
+    checkpoint = write_bytes(WEIGHTS_DIR / f"{NAME}.pth", (run / "final.pth").read_bytes())
+    metrics_path = write_bytes(WEIGHTS_DIR / f"{NAME}.metrics.jsonl", metrics)
+    return {
+        "kind": "face embedding",
+        "checkpoint": checkpoint.name,
+        "sha256": file_sha256(checkpoint),
+        "command": COMMAND,
+        "metrics": {"file": metrics_path.name, "sha256": file_sha256(metrics_path)},
+        "train": record,
+        "provenance": provenance(),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished train_id run folder")
+    args = parser.parse_args()
+    try:
+        record = package(args.run)
+    except RetinaError as exc:
+        print(f"embedded_arcface: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {write_json(WEIGHTS_DIR / f'{NAME}.json', record)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
