@@ -176,7 +176,8 @@ def onnx_embedder(path: Path, layout: str, channels: str, mean: float, std: floa
 
     cfg = EmbedCfg(layout=layout, channels=channels, mean=(mean,) * 3, std=(std,) * 3, flip=True)
     model = OnnxEmbedder(path, cfg)
-    return model, {"kind": "ONNX", **model.settings_record()}
+    record = model.settings_record()
+    return model, {"kind": "ONNX", "file": record["model"], **record}
 
 
 def score_row(vset: VerifySet, embeddings: np.ndarray) -> dict[str, Any]:
