@@ -75,18 +75,24 @@ def grouped_bars(groups: Sequence[str], series: Sequence[tuple[str, Sequence[flo
 
 
 def stacked_stages(rows: Sequence[tuple[str, Mapping[str, float]]], stages: Sequence[str], title: str) -> bytes:
-    """Horizontal stacked bars: per row (a label), the milliseconds of each stage in order."""
+    """Horizontal stacked bars: per row (a label), each stage's share of the row's total; totals in the labels.
+
+    Shares rather than milliseconds: the rows span three orders of magnitude, and stacked bars on a log axis
+    would misstate the proportions.
+    """
     fig = _figure(9.0, 0.45 * len(rows) + 1.5)
     ax = fig.add_subplot()
     y = np.arange(len(rows))
+    values = np.array([[r.get(stage, 0.0) for stage in stages] for _, r in rows], float).reshape(len(rows), -1)
+    totals = values.sum(axis=1)
+    shares = values / np.where(totals > 0, totals, 1.0)[:, None]
     left = np.zeros(len(rows))
     for k, stage in enumerate(stages):
-        values = np.array([r.get(stage, 0.0) for _, r in rows], float)
-        ax.barh(y, values, left=left, color=f"C{k}", label=stage)
-        left += values
-    ax.set_yticks(y, [label for label, _ in rows], fontsize=7)
+        ax.barh(y, shares[:, k], left=left, color=f"C{k}", label=stage)
+        left += shares[:, k]
+    ax.set_yticks(y, [f"{label} ({total:.1f} ms)" for (label, _), total in zip(rows, totals, strict=True)], fontsize=7)
     ax.invert_yaxis()
-    ax.set(xscale="log" if left.max() / max(left.min(), 1e-9) > 50 else "linear", xlabel="milliseconds (median)")
+    ax.set(xlim=(0, 1), xlabel="share of the summed stage medians")
     ax.set_title(title, fontsize=9)
     ax.grid(True, axis="x", linestyle=":")
     ax.legend(fontsize=7, loc="lower right")

@@ -201,7 +201,7 @@ def training_section(records: RecordSet) -> Section:
         )
     header = ["checkpoint", "kind", "recipe", "iterations", "train s", "evaluated on", *AP_COLUMNS, "hard mAP"]
     lines = [*md_table(header, rows), ""]
-    lines += [f"Reproduce `{s.record['checkpoint']}`: `{s.record['command']}`." for s in sources] + [""]
+    lines += [f"- reproduce `{s.record['checkpoint']}`: `{s.record['command']}`" for s in sources] + [""]
     text = "Training losses (from the metrics files committed beside the checkpoints). "
     lines += figure_line("training.png", "training losses", text + " | ".join(caption(s) for s in sources))
     figs = {"training.png": figures.loss_curves(runs, "Training losses")}
@@ -297,7 +297,7 @@ def speed_section(records: RecordSet, commands: Commands) -> Section:
                 (f"{name} {setting} {backend}", list(g["height"] * g["width"] / 1e6), list(g["e2e_ms"]), False)
             )
     if stage_rows:
-        figs["speed_stages.png"] = figures.stacked_stages(stage_rows, STAGES, "Where the time goes (median ms)")
+        figs["speed_stages.png"] = figures.stacked_stages(stage_rows, STAGES, "Where the time goes (stage medians)")
         for label, row in sp.PAPER_TABLE5.items():
             points = [(sp.MEGAPIXELS[k], v) for k, v in row.items() if v is not None]
             scaling.append((f"paper: {label}", [p[0] for p in points], [p[1] for p in points], True))

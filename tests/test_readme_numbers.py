@@ -1,0 +1,68 @@
+"""The README's measured numbers are those of the committed records (reports/records/, retina/weights/)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from retina.results import REPO_ROOT
+
+RECORDS = REPO_ROOT / "reports" / "records"
+README = " ".join((REPO_ROOT / "README.md").read_text().split())  # one line: sentences wrap anywhere
+
+
+def _json(relative: str) -> dict:
+    paths = sorted(RECORDS.glob(relative))
+    assert paths, f"no committed record {relative}"
+    return json.loads(paths[0].read_text())
+
+
+def _says(*phrases: str) -> None:
+    for phrase in phrases:
+        assert phrase in README, f"README does not say {phrase!r} (the committed record's number)"
+
+
+def test_speed_and_timing_numbers():
+    rows = pd.DataFrame(_json("speed/*/grid.json")["rows"])
+    vga = rows[(rows["preset"] == "mobilenet0.25") & (rows["size"] == "vga") & (rows["setting"] == "cpu1")]
+    ms = dict(zip(vga["backend"], vga["e2e_ms"], strict=True))
+    _says(f"{ms['onnx']:.1f} ms with the ONNX Runtime backend", f"{ms['torch']:.1f} ms with the PyTorch backend")
+    fast = {r["variant"]: r["median_ms"] for r in _json("speed/*/fastpath.json")["rows"] if r["section"] == "e2e"}
+    ours = next(v for k, v in fast.items() if k.startswith("Detector, PyTorch"))
+    _says(f"takes {fast['biubug6-style']:.1f} ms (our PyTorch pipeline {ours:.1f} ms")
+    ev = _json("eval_speed/eval_speed.json")
+    _says(f"takes {ev['seconds_median']['evaluate_all']:.2f} s (median",
+          f"{ev['speedup_vs_baseline_one_iou']['evaluate_all']:.0f}x faster")  # fmt: skip
+    _says(f"took {_json('main_job/main_job.json')['seconds']:.1f} s on 2 cores")
+
+
+@pytest.mark.parametrize("name", ["landmarks", "dcn"])
+def test_ablation_findings(name):
+    table = pd.read_csv(RECORDS / "ablations" / name / "table.csv")
+    ours = table[table["source"].str.startswith("measured")].set_index("variant")
+    base, other = ours[ours["n"].notna()].index
+    _says(f"spread is {ours.loc[base, 'hard_std']:.2f}")
+    _says(f"{abs(ours.loc[other, 'hard_diff']):.2f} ± {ours.loc[other, 'hard_diff_std']:.2f}")
+
+
+def test_verification_and_landmark_numbers():
+    rec = _json("verification/synthface_id.json")
+    for row in ("none", "RetinaFace", "ground truth", "MTCNN"):
+        r = rec["rows"][row]
+        _says(f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}")
+    lm = _json("landmarks/landmarks.json")["summary"]
+    for name in ("RetinaFace", "MTCNN"):
+        m = lm["methods"][name]
+        _says(f"{100 * m['common']['mean_nme']:.2f}%", f"{100 * m['common']['failure_rate']:.2f}%")
+    _says(f"on the {lm['faces_common']} both find")
+
+
+def test_committed_checkpoint_records_match_their_files():
+    from retina.results import file_sha256
+
+    for record_path in sorted((REPO_ROOT / "retina" / "weights").glob("*.json")):
+        record = json.loads(record_path.read_text())
+        assert file_sha256(record_path.with_name(record["checkpoint"])) == record["sha256"], record_path.name
+        assert file_sha256(record_path.with_name(record["metrics"]["file"])) == record["metrics"]["sha256"]
