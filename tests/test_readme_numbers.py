@@ -52,6 +52,7 @@ def test_verification_and_landmark_numbers():
     for row in ("none", "RetinaFace", "ground truth", "MTCNN"):
         r = rec["rows"][row]
         _says(f"{100 * r['accuracy_mean']:.2f} ± {100 * r['accuracy_std']:.2f}")
+    _says(f"{rec['rows']['MTCNN']['fallbacks']} of the {rec['images']:,} images in the pairs")
     lm = _json("landmarks/landmarks.json")["summary"]
     for name in ("RetinaFace", "MTCNN"):
         m = lm["methods"][name]
