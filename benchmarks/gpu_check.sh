@@ -4,6 +4,8 @@
 #   2. the GPU speed grid (fp32, bf16, fp16 autocast; batch throughput; peak memory) for the three presets
 #      at VGA / HD / 4K, plus mobilenet0.25 and resnet152-paper in bf16/fp16 with channels-last memory,
 #   3. the report (tables beside the paper's table 5, plot),
+#   4. the renderer backends: the torch vs nvdiffrast comparison tests and the time per rendered crop
+#      (nvdiffrast needs the optional extra: pip install -e .[render]; its plugin compiles on first use),
 # everything written under OUTDIR (created). Exit status: non-zero if the tests or a benchmark failed.
 #
 #   bash benchmarks/gpu_check.sh OUTDIR [extra grid arguments, e.g. --presets mobilenet0.25]
@@ -36,6 +38,10 @@ python benchmarks/speed.py grid --settings gpu-bf16,gpu-fp16 --budget-s 2 --chan
     --presets mobilenet0.25,resnet152-paper --out "$out/speed/$tag-channels-last" "$@" 2>&1 \
     | tee "$out/grid-channels-last.log" || status=1
 python reports/speed.py --results "$out/speed" --out "$out" || status=1
+
+echo "== renderer backends (torch vs nvdiffrast)" | tee "$out/pytest-render-backends.txt"
+python -m pytest -q -m gpu tests/test_render_backends.py 2>&1 | tee -a "$out/pytest-render-backends.txt" || status=1
+python benchmarks/render_backends.py --out "$out/render" 2>&1 | tee "$out/render-backends.log" || status=1
 
 echo "gpu_check: results in $out (status $status)"
 exit $status

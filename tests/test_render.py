@@ -235,7 +235,7 @@ def test_front_on_template_has_its_landmarks_where_their_vertices_project():
 def test_unknown_backend_is_a_clear_error():
     assert backend("torch").rasterize is rasterize
     with pytest.raises(RetinaError, match="unknown renderer backend"):
-        backend("nvdiffrast")
+        backend("opengl")
 
 
 def test_renders_a_user_mesh_loaded_from_obj():

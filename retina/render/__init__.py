@@ -1,7 +1,8 @@
 """Differentiable mesh rendering: a function API (``rasterize``, ``interpolate``, camera, light).
 
-``rasterize`` / ``interpolate`` here are the PyTorch backend (:mod:`retina.render.torch_backend`); a GPU
-backend (nvdiffrast) is to implement the same two signatures. Camera and lighting are pure functions
+``rasterize`` / ``interpolate`` here are the PyTorch backend (:mod:`retina.render.torch_backend`, the default
+and the CPU path); ``backend("nvdiffrast")`` gives the GPU backend with the same two signatures
+(:mod:`retina.render.nvdiffrast_backend`, optional extra ``render``). Camera and lighting are pure functions
 shared by all backends; :func:`render_mesh` chains them with the paper's 7 camera and 9 light parameters.
 """
 

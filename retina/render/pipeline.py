@@ -2,8 +2,8 @@
 
 ``render_mesh`` is what a photometric loss (the paper's L_pixel) needs: per-pixel (Phong-interpolated)
 Lambertian shading of per-vertex albedo, differentiable with respect to vertex colours, positions,
-camera and light. The rasterizer backend is chosen by name; only ``"torch"`` exists so far, and an
-nvdiffrast backend must provide the same ``rasterize`` / ``interpolate`` functions.
+camera and light. The rasterizer backend is chosen by name: ``"torch"`` (any device) or ``"nvdiffrast"``
+(CUDA, optional extra ``render``); both provide the same ``rasterize`` / ``interpolate`` functions.
 """
 
 from __future__ import annotations
@@ -30,11 +30,23 @@ class Rendering:
     raster: Raster
 
 
+BACKENDS = ("torch", "nvdiffrast")
+
+
 def backend(name: str) -> ModuleType:
-    """The module providing ``rasterize`` and ``interpolate`` for a backend name."""
+    """The module providing ``rasterize`` and ``interpolate`` for a backend name.
+
+    ``"nvdiffrast"`` is imported only when asked for; RetinaError when its optional extra ``render`` is
+    not installed or no CUDA device is visible.
+    """
     if name == "torch":
         return torch_backend
-    raise RetinaError(f"unknown renderer backend {name!r} (available: 'torch')")
+    if name == "nvdiffrast":
+        from retina.render import nvdiffrast_backend
+
+        nvdiffrast_backend.check_available()
+        return nvdiffrast_backend
+    raise RetinaError(f"unknown renderer backend {name!r} (available: {', '.join(map(repr, BACKENDS))})")
 
 
 def render_mesh(
