@@ -16,6 +16,8 @@ def build_detector(cfg: DetectorCfg) -> RetinaFace:
 
     ``cfg.neck.dcn``: the FPN merge convs and the five context-module convs become DCNv2, starting as the
     plain convs (see ``retina.models.dcn``); with it False the modules and parameter names are the plain ones.
+    ``cfg.head.mesh``: adds the dense branch's ``mesh_head`` (``retina.models.heads.MeshHead``) and the model
+    returns ``MeshPredictions``; with it False the model is exactly the detector.
     """
     backbone = build_backbone(cfg.backbone.name, cfg.backbone.stages)
     levels = len(cfg.priors.strides)
@@ -24,4 +26,5 @@ def build_detector(cfg: DetectorCfg) -> RetinaFace:
     contexts = nn.ModuleList(
         ContextModule(neck.channels, neck.leaky, dcn=neck.dcn) if neck.context else nn.Identity() for _ in range(levels)
     )
-    return RetinaFace(backbone, fpn, contexts, cfg.neck.channels, cfg.priors.anchors_per_location, cfg.head.shared)
+    anchors = cfg.priors.anchors_per_location
+    return RetinaFace(backbone, fpn, contexts, neck.channels, anchors, cfg.head.shared, mesh_head=cfg.head.mesh)

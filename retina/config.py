@@ -12,6 +12,8 @@ Presets (``PRESETS``):
 - ``resnet50-paper``, ``resnet152-paper``: the paper layout (arXiv 1905.00641 section 4): P2-P6 (strides
   4..64), three anchors per location at 2^(1/3) steps from 16 px, a context module on every level,
   256 channels, heads shared across levels, and a ``dcn`` switch.
+- ``mobilenet0.25-mesh``, ``resnet50-paper-mesh``: those layouts plus the dense branch's mesh head
+  (``HeadCfg.mesh``: shape code, camera and light per anchor, section 3.2).
 """
 
 from __future__ import annotations
@@ -71,10 +73,14 @@ class NeckCfg:
 class HeadCfg:
     """Per-anchor outputs: face score (2-way softmax), box (4), five landmarks (10).
 
-    The landmark head always exists; the landmark ablation sets its loss weight to 0 instead.
+    The landmark head always exists; the landmark ablation sets its loss weight to 0 instead. ``mesh`` adds
+    the dense branch's head (arXiv 1905.00641 section 3.2): 128 shape-and-texture code values, 7 camera and
+    9 light parameters per anchor (see ``retina.models.heads.MeshHead``). It is left out of ``to_dict`` while
+    False, so the configs (and hashes) written before it existed stay the same.
     """
 
     shared: bool = False  # one set of 1x1 convs for all levels (paper) or one per level (biubug6)
+    mesh: bool = field(default=False, metadata={"omit_default": True})
 
 
 @dataclass(frozen=True)
@@ -191,6 +197,12 @@ PRESETS: dict[str, DetectorCfg] = {
     "resnet50-paper": _paper("resnet50-paper", "resnet50"),
     "resnet152-paper": _paper("resnet152-paper", "resnet152"),
 }
+PRESETS |= {
+    f"{base}-mesh": dataclasses.replace(
+        PRESETS[base], name=f"{base}-mesh", head=dataclasses.replace(PRESETS[base].head, mesh=True)
+    )
+    for base in ("mobilenet0.25", "resnet50-paper")
+}
 
 
 def preset(name: str) -> DetectorCfg:
@@ -207,8 +219,21 @@ T = TypeVar("T")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """A config as plain JSON-able data (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+    """A config as plain JSON-able data (tuples become lists).
+
+    Fields marked ``metadata={"omit_default": True}`` are left out while they hold their default.
+    """
+    return json.loads(json.dumps(_omit_defaults(cfg, dataclasses.asdict(cfg))))
+
+
+def _omit_defaults(cfg: Any, data: dict[str, Any]) -> dict[str, Any]:
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("omit_default") and value == f.default:
+            del data[f.name]
+        elif dataclasses.is_dataclass(value):
+            data[f.name] = _omit_defaults(value, data[f.name])
+    return data
 
 
 def from_dict(cls: type[T], data: dict[str, Any]) -> T:

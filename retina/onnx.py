@@ -104,6 +104,8 @@ def export_onnx(
 
     if cfg.neck.dcn:
         raise RetinaError("ONNX export of deformable convolutions (neck.dcn=True) is not supported")
+    if cfg.head.mesh:
+        raise RetinaError("ONNX export of the mesh head (head.mesh=True) is not supported: export a preset without it")
     model = fuse_batchnorm(model) if fuse else model.eval()
     packed = PackedRetinaFace(model).eval()
     example = torch.zeros(1, 3, *example_hw)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from retina.models.heads import Head
+from retina.models.heads import Head, MeshHead, split_mesh
 
 
 class Predictions(NamedTuple):
@@ -27,8 +27,36 @@ class Predictions(NamedTuple):
     landmarks: Tensor
 
 
+class MeshPredictions(NamedTuple):
+    """:class:`Predictions` plus the dense branch's per-anchor outputs (``HeadCfg.mesh``), for A anchors.
+
+    logits, boxes, landmarks: as in :class:`Predictions`;
+    mesh_code (B, A, 128): shape-and-texture code P_ST (input of ``retina.models.chebconv.MeshDecoder``);
+    mesh_camera (B, A, 7): P_cam = translation (3, camera frame), pose (pitch, yaw, roll radians), focal (px);
+    mesh_light (B, A, 9): P_ill = point-light position (3, camera frame), light colour (3), ambient colour (3).
+    Camera and light are what ``retina.render.render_mesh`` takes (see ``retina.models.heads.MeshHead``).
+    The three mesh tensors are views of one (B, A, 144) head output.
+
+    A separate type (not an optional field of :class:`Predictions`) so that code iterating or rebuilding a
+    ``Predictions`` (e.g. ``Predictions(*(t[i] for t in pred))``) keeps working; every consumer that reads
+    ``.logits`` / ``.boxes`` / ``.landmarks`` accepts either, and :meth:`detection` gives the plain tuple.
+    """
+
+    logits: Tensor
+    boxes: Tensor
+    landmarks: Tensor
+    mesh_code: Tensor
+    mesh_camera: Tensor
+    mesh_light: Tensor
+
+    def detection(self) -> Predictions:
+        """The detection outputs alone."""
+        return Predictions(self.logits, self.boxes, self.landmarks)
+
+
 class RetinaFace(nn.Module):
-    """input (B, 3, H, W) float, normalised as ``InputCfg`` says -> :class:`Predictions`."""
+    """input (B, 3, H, W) float, normalised as ``InputCfg`` says -> :class:`Predictions`, or
+    :class:`MeshPredictions` when built with ``mesh_head=True`` (then ``self.mesh_head`` exists)."""
 
     def __init__(
         self,
@@ -38,6 +66,7 @@ class RetinaFace(nn.Module):
         channels: int,
         anchors: int,
         shared_heads: bool,
+        mesh_head: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -47,8 +76,13 @@ class RetinaFace(nn.Module):
         self.cls_head = Head(channels, anchors, 2, levels, shared_heads)
         self.box_head = Head(channels, anchors, 4, levels, shared_heads)
         self.landmark_head = Head(channels, anchors, 10, levels, shared_heads)
+        if mesh_head:  # no attribute at all otherwise: the state dict keys stay the detector's
+            self.mesh_head = MeshHead(channels, anchors, levels, shared_heads)
 
-    def forward(self, images: Tensor) -> Predictions:
+    def forward(self, images: Tensor) -> Predictions | MeshPredictions:
         pyramid = self.fpn(self.backbone(images))
         features = [ctx(p) for ctx, p in zip(self.contexts, pyramid, strict=True)]
-        return Predictions(self.cls_head(features), self.box_head(features), self.landmark_head(features))
+        detection = (self.cls_head(features), self.box_head(features), self.landmark_head(features))
+        if not hasattr(self, "mesh_head"):
+            return Predictions(*detection)
+        return MeshPredictions(*detection, *split_mesh(self.mesh_head(features)))
