@@ -67,3 +67,10 @@ def test_committed_checkpoint_records_match_their_files():
         record = json.loads(record_path.read_text())
         assert file_sha256(record_path.with_name(record["checkpoint"])) == record["sha256"], record_path.name
         assert file_sha256(record_path.with_name(record["metrics"]["file"])) == record["metrics"]["sha256"]
+
+
+def test_mesh_decoder_numbers():
+    record = json.loads((REPO_ROOT / "retina" / "weights" / "mesh_decoder.json").read_text())
+    held, base = record["heldout"], record["baseline_mean_face"]
+    _says(f"{100 * held['shape_error_iod']:.2f}% of the inter-ocular distance",
+          f"(the mean face: {100 * base['shape_error_iod']:.2f}%)", f"{held['colour_error_255']:.1f}/255")  # fmt: skip
