@@ -103,8 +103,9 @@ def _ablation(session: nox.Session, name: str) -> None:
 
 @nox.session
 def ablation_landmarks(session: nox.Session) -> None:
-    """Landmark loss weight 0 vs 0.1 (paper Table 3 "+Lpts"). No arguments: the CPU setting on SynthFace, 3 seeds,
-    ~20 min on 2 cores; results in results/ablations/landmarks/. Paper setting on WIDER FACE with 4 GPUs:
+    """Landmark loss weight 0 vs 0.1 (paper Table 3 "+Lpts"). No arguments: the CPU setting on SynthFace, 5 seeds,
+    about 21 min on 2 cores; results in results/ablations/landmarks/ (``-- --publish`` also copies them into
+    reports/records/). Paper setting on WIDER FACE with 4 GPUs:
     ``nox -s ablation_landmarks -- --setting paper --data-root TRAIN --val-root VAL --device cuda
     --pretrained-backbone R50.pth --nproc-per-node 4`` (see ``python -m ablations.run --help``)."""
     _ablation(session, "landmarks")
@@ -113,5 +114,6 @@ def ablation_landmarks(session: nox.Session) -> None:
 @nox.session
 def ablation_dcn(session: nox.Session) -> None:
     """DCN off vs on (paper Table 3 "+DCN"); arguments as for ``ablation_landmarks``. The CPU setting has its own,
-    shorter schedule (DCN is ~10x slower on a CPU); results in results/ablations/dcn/."""
+    shorter schedule (a DCN step is ~15x slower on a CPU), 3 seeds, about 44 min on 2 cores; results in
+    results/ablations/dcn/."""
     _ablation(session, "dcn")
