@@ -40,7 +40,7 @@ from retina.data.dataset import SplitPaths
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit
 from retina.protocols import PROTOCOLS
-from retina.results import REPO_ROOT, provenance, write_json
+from retina.results import REPO_ROOT, provenance, staged_folder, write_json
 
 DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
 PUBLISHED = REPO_ROOT / "reports" / "records" / "ablations"
@@ -322,15 +322,14 @@ def run(plan: Plan, jobs: int = 1) -> list[Path]:
 
 
 def publish(folder: Path, dest: Path) -> Path:
-    """Copy ``folder``'s records and table into ``dest`` (the committed copy), replacing what was there."""
+    """Copy ``folder``'s records and table into ``dest`` (the committed copy), replacing it in one rename."""
     import shutil
 
-    if dest.is_dir():
-        shutil.rmtree(dest)
-    shutil.copytree(folder / "records", dest / "records")
-    for name in ("table.md", "table.csv", "table.json"):
-        if (folder / name).is_file():
-            shutil.copyfile(folder / name, dest / name)
+    with staged_folder(dest) as tmp:
+        shutil.copytree(folder / "records", tmp / "records")
+        for name in ("table.md", "table.csv", "table.json"):
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, tmp / name)
     return dest
 
 

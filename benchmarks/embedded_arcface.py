@@ -12,13 +12,12 @@ the training record, the files' sha256). Its verification accuracy is measured b
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from benchmarks.embedded_checkpoint import WEIGHTS_DIR, run_metrics
+from benchmarks.embedded_checkpoint import WEIGHTS_DIR, finished_record, run_metrics
 from retina.errors import RetinaError
 from retina.results import file_sha256, provenance, write_bytes, write_json
 from retina.verify.train_id import load_embedder
@@ -29,12 +28,7 @@ COMMAND = "nox -s train_arcface  (= python -m retina.verify.train_id --out runs/
 
 def package(run: Path) -> dict:
     """Check the finished run, write the checkpoint and metrics, return the record."""
-    path = run / "train_record.json"
-    if not path.is_file() or not (run / "final.pth").is_file():
-        raise RetinaError(f"{run}: not a finished train_id run (no train_record.json or final.pth)")
-    record = json.loads(path.read_text())
-    if not record.get("finished"):
-        raise RetinaError(f"{path}: the run did not finish")
+    record = finished_record(run)
     load_embedder(run / "final.pth")  # a loadable embedding network, or a clear error
     metrics = run_metrics(run, int(record["completed_iterations"]))
     checkpoint = write_bytes(WEIGHTS_DIR / f"{NAME}.pth", (run / "final.pth").read_bytes())

@@ -60,7 +60,7 @@ def finished_record(run: Path) -> dict[str, Any]:
     """The run's ``train_record.json``; a RetinaError unless the run finished and wrote ``final.pth``."""
     path = run / "train_record.json"
     if not path.is_file() or not (run / "final.pth").is_file():
-        raise RetinaError(f"{run}: not a finished `retina train` run (no train_record.json or final.pth)")
+        raise RetinaError(f"{run}: not a finished training run (no train_record.json or final.pth)")
     record = json.loads(path.read_text())
     if not record.get("finished"):
         raise RetinaError(f"{path}: the run did not finish ({record.get('completed_iterations')} iterations)")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from retina.results import REPO_ROOT, provenance, write_json
+from retina.results import REPO_ROOT, provenance, write_bytes, write_json
 
 COMMAND = ["retina", "evaluate", "--no-progress"]
 EVAL_NAME = "synthface_val_original"
@@ -59,10 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     path = write_json(records / "main_job" / "main_job.json", record)
     if args.publish:
-        dest = records / "widerface_eval" / EVAL_NAME
-        dest.mkdir(parents=True, exist_ok=True)
         for name in ("results.json", "pr_curves.csv"):
-            shutil.copyfile(evaluation / name, dest / name)
+            write_bytes(records / "widerface_eval" / EVAL_NAME / name, (evaluation / name).read_bytes())
     print(f"main job: {seconds:.1f} s from a cold cache -> {path}")
     return 0
 

@@ -6,11 +6,12 @@ the same bytes with the same matplotlib.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+from retina.eval.plots import figure_png
 
 SETTINGS = ("easy", "medium", "hard")
 
@@ -24,11 +25,7 @@ def _figure(width: float, height: float) -> Any:
     return Figure(figsize=(width, height), dpi=110)
 
 
-def png(fig: Any) -> bytes:
-    """PNG bytes of ``fig``, without metadata that would change from run to run."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
-    return buffer.getvalue()
+png = figure_png  # one PNG writer for the suite (retina.eval.plots)
 
 
 def _precision_recall(curve: Mapping[str, Sequence[float | None]]) -> tuple[np.ndarray, np.ndarray]:

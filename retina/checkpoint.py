@@ -92,7 +92,7 @@ def strip_module_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def _safe_load(path: str | os.PathLike) -> Any:
+def safe_load(path: str | os.PathLike) -> Any:
     """``torch.load`` with ``weights_only=True``; any failure is a one-line :class:`CheckpointError`."""
     path = Path(path)
     if not path.is_file():
@@ -194,7 +194,7 @@ def read_checkpoint(path: str | os.PathLike, preset_name: str | None = None) -> 
 
     ``preset_name`` is required for nothing, but when given it must match the file's architecture.
     """
-    payload = _safe_load(path)
+    payload = safe_load(path)
     if not isinstance(payload, dict):
         raise CheckpointError(f"{path}: not a state dict or retina checkpoint ({type(payload).__name__})")
     if payload.get("format") == FORMAT:
@@ -240,7 +240,7 @@ def load_pretrained_backbone(model: nn.Module, path: str | os.PathLike) -> None:
     """
     if not isinstance(getattr(model, "backbone", None), nn.Module):
         raise CheckpointError("model has no backbone attribute")
-    payload = _mapping(_safe_load(path), path)
+    payload = _mapping(safe_load(path), path)
     if payload.get("format") == FORMAT:
         _retina_config(payload, path)
         state = payload["state_dict"]

@@ -28,9 +28,7 @@ import hashlib
 import json
 import multiprocessing as mp
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -56,7 +54,7 @@ from retina.data.widerface import (
     write_retinaface_labels,
 )
 from retina.errors import DataFormatError, RetinaError
-from retina.results import provenance, write_bytes, write_json, write_text
+from retina.results import provenance, staged_folder, write_bytes, write_json, write_text
 
 __all__ = ["SYNTH_PRESETS", "SynthCfg", "default_split", "generate_split", "read_meta"]
 
@@ -97,16 +95,23 @@ def _compose(job: tuple[SynthCfg, str, int, int]) -> tuple[bytes, dict[str, Any]
     return compose_image(*job)
 
 
-def _images(cfg: SynthCfg, split: str, n: int, seed: int, workers: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
-    jobs = [(cfg, split, i, seed) for i in range(n)]
+def parallel_map(fn: Callable[[Any], Any], jobs: list[Any], workers: int, chunksize: int = 1) -> Iterator[Any]:
+    """``fn`` over ``jobs``, results in order: here with one thread, or in ``workers`` processes of one thread each.
+
+    Results do not depend on ``workers`` (each job seeds itself). "spawn": a clean interpreter per worker
+    (forking a process whose OpenMP pool has run can hang).
+    """
     if workers <= 1:
         with _one_thread():
-            yield from map(_compose, jobs)
+            yield from map(fn, jobs)
         return
-    # "spawn": a clean interpreter per worker (forking a process whose OpenMP pool has run can hang).
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        yield from pool.map(_compose, jobs, chunksize=4)
+        yield from pool.map(fn, jobs, chunksize=chunksize)
+
+
+def _images(cfg: SynthCfg, split: str, n: int, seed: int, workers: int) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    return parallel_map(_compose, [(cfg, split, i, seed) for i in range(n)], workers, chunksize=4)
 
 
 def _labeled(meta: dict[str, Any]) -> LabeledImage:
@@ -142,9 +147,7 @@ def generate_split(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise RetinaError(f"output folder already exists: {out} (pass overwrite / --overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         metas = []
         for jpeg, meta in _images(cfg, split, n_images, seed, max(1, int(workers))):
             path = tmp / "images" / meta["path"]
@@ -152,15 +155,6 @@ def generate_split(
             path.write_bytes(jpeg)
             metas.append(meta)
         _write_annotations(tmp, cfg, split, n_images, seed, metas)
-        tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder (and shared cache) should be readable
-        if out.exists():  # overwrite: move the old folder aside first, then drop it
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "split")
-            shutil.rmtree(old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

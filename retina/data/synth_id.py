@@ -25,16 +25,11 @@ whatever the number of workers.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import multiprocessing as mp
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Sequence
 from dataclasses import replace
 from itertools import combinations
 from math import comb
@@ -44,7 +39,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from retina.data.synth import DEFAULT_SEED, _one_thread, _worker_init, cache_root
+from retina.data.synth import DEFAULT_SEED, cache_root, parallel_map
 from retina.data.synth_config import SYNTH_VERSION, SynthCfg
 from retina.data.synth_face import render_faces
 from retina.data.synth_id_config import SPLITS, SYNTH_ID_PRESETS, SYNTH_ID_VERSION, SynthIDCfg
@@ -53,7 +48,7 @@ from retina.data.synth_scene import OCCLUDERS, background, to_jpeg
 from retina.errors import DataFormatError, RetinaError
 from retina.mesh.albedo import AlbedoColors
 from retina.mesh.morphable import EXPRESSION_NAMES, FaceParams, sample_face_params
-from retina.results import write_bytes, write_text
+from retina.results import staged_folder, write_bytes, write_text
 
 __all__ = [
     "SYNTH_ID_PRESETS",
@@ -250,18 +245,6 @@ def _annotations(f: dict[str, Any], k: int, owner: np.ndarray) -> dict[str, Any]
     }
 
 
-@contextlib.contextmanager
-def _pool(workers: int) -> Iterator[Any]:
-    """``map`` of a spawn process pool (a clean interpreter per worker), or the built-in one, single-threaded."""
-    if workers <= 1:
-        with _one_thread():
-            yield map
-        return
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        yield lambda fn, jobs: pool.map(fn, jobs, chunksize=1)
-
-
 def generate_id_split(
     out_dir: str | os.PathLike[str],
     cfg: SynthIDCfg,
@@ -287,17 +270,12 @@ def generate_id_split(
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise RetinaError(f"output folder already exists: {out} (pass overwrite to replace it)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staged_folder(out) as tmp:
         jobs = [(cfg, split, seed, identity) for identity in cfg.identities(split)]
         records = []
         total = len(jobs) * cfg.images_per_identity(split)
-        with (
-            _pool(max(1, int(workers))) as pmap,
-            tqdm(total=total, desc=f"SynthFace-ID {split}", unit="img", disable=not progress) as bar,
-        ):
-            for images in pmap(_identity_images, jobs):
+        with tqdm(total=total, desc=f"SynthFace-ID {split}", unit="img", disable=not progress) as bar:
+            for images in parallel_map(_identity_images, jobs, max(1, int(workers))):
                 for jpeg, record in images:
                     path = tmp / record["file"]
                     path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,15 +285,6 @@ def generate_id_split(
         _write_meta(tmp / "meta.json", cfg, preset, split, seed, records)
         if split == "test":
             write_text(tmp / "pairs.txt", pairs_text(make_pairs(cfg, seed), cfg.pairs_per_fold))
-        tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder (and shared cache) should be readable
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "split")
-            shutil.rmtree(old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -53,7 +53,7 @@ def style_pr_axes(ax: Any, title: str, legend_size: float | None = None) -> None
 
 
 def figure_png(fig: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (tight bounding box)."""
+    """A matplotlib figure as PNG bytes (tight bounding box), without metadata that changes from run to run."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
+    fig.savefig(buffer, format="png", bbox_inches="tight", metadata={"Software": None})
     return buffer.getvalue()

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from retina.checkpoint import _safe_load, load_weights
+from retina.checkpoint import load_weights, safe_load
 from retina.config import config_hash, from_dict, to_dict
 from retina.errors import CheckpointError, RetinaError
 from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
@@ -236,7 +236,7 @@ def save_mesh_decoder(path: str | Path, decoder: FaceDecoder, prov: Mapping[str,
 
 def load_mesh_decoder(path: str | Path) -> tuple[FaceDecoder, dict[str, Any]]:
     """(decoder on the default hierarchy in eval mode, the whole payload); errors are :class:`CheckpointError`."""
-    payload = _safe_load(path)
+    payload = safe_load(path)
     if not isinstance(payload, dict) or payload.get("format") != DECODER_FORMAT:
         raise CheckpointError(f"{path}: not a mesh-decoder checkpoint (written by retina.mesh.pretrain)")
     if payload.get("version") != VERSION:

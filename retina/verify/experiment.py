@@ -168,7 +168,7 @@ def own_embedder(path: Path) -> tuple[Embed, dict[str, Any]]:
     model, payload = load_embedder(path)
     info = {"kind": "ArcFace (this suite)", "file": path.name, "sha256": file_sha256(path),
             "config": payload.get("config"), "flip": True}  # fmt: skip
-    return (lambda crops: embed_images(model, np.ascontiguousarray(crops[..., ::-1]), flip=True)), info
+    return (lambda crops: embed_images(model, crops, flip=True, channels="bgr")), info
 
 
 def onnx_embedder(path: Path, layout: str, channels: str, mean: float, std: float) -> tuple[Embed, dict[str, Any]]:

@@ -50,14 +50,13 @@ def auc(nmes: np.ndarray, limit: float = FAILURE_NME, steps: int = 1000) -> floa
 
 
 def iou_matrix(a_xyxy: np.ndarray, b_xyxy: np.ndarray) -> np.ndarray:
-    """(N, M) IoU between boxes x1 y1 x2 y2 (continuous coordinates)."""
-    a, b = np.asarray(a_xyxy, np.float64).reshape(-1, 4), np.asarray(b_xyxy, np.float64).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0.0, None), axis=2)
-    area = lambda x: np.prod(np.clip(x[:, 2:] - x[:, :2], 0.0, None), axis=1)  # noqa: E731
-    union = area(a)[:, None] + area(b)[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+    """(N, M) IoU between boxes x1 y1 x2 y2 (float64, ``torchvision.ops.box_iou``; 0 where a union is empty)."""
+    import torch
+    from torchvision.ops import box_iou
+
+    a = torch.as_tensor(np.asarray(a_xyxy, np.float64).reshape(-1, 4))
+    b = torch.as_tensor(np.asarray(b_xyxy, np.float64).reshape(-1, 4))
+    return np.nan_to_num(box_iou(a, b).numpy(), nan=0.0)
 
 
 def match(true_xyxy: np.ndarray, det_xyxy: np.ndarray, min_iou: float) -> np.ndarray:

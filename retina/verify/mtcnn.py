@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
 
-from retina.checkpoint import load_weights
+from retina.checkpoint import load_weights, safe_load
 from retina.errors import CheckpointError, RetinaError
 
 WEIGHT_FILES = ("pnet.pt", "rnet.pt", "onet.pt")
@@ -380,13 +380,8 @@ def _landmarks(boxes: Tensor, marks: Tensor) -> Tensor:
 
 
 def _read_state(path: Path) -> Mapping[str, Tensor]:
-    """A state dict file, loaded with ``weights_only=True``; anything else is a :class:`CheckpointError`."""
-    if not path.is_file():
-        raise CheckpointError(f"MTCNN weights file not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated file, pickle of arbitrary objects, ...
-        raise CheckpointError(f"cannot load {path}: not a PyTorch weights file ({type(exc).__name__})") from None
+    """A state dict file, read by :func:`retina.checkpoint.safe_load`; anything else is a :class:`CheckpointError`."""
+    state = safe_load(path)
     if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a state dict of tensors ({type(state).__name__})")
     return state

@@ -45,7 +45,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from retina.checkpoint import _safe_load, load_weights
+from retina.checkpoint import load_weights, safe_load
 from retina.config import config_hash, from_dict, to_dict
 from retina.data.dataset import ResumableSampler, iterations_for
 from retina.engine import TrainingDiverged
@@ -346,7 +346,7 @@ def save_embedder(path: str | Path, model: FaceEmbedNet, prov: Mapping[str, Any]
 
 def load_embedder(path: str | Path, device: str | torch.device = "cpu") -> tuple[FaceEmbedNet, dict[str, Any]]:
     """(network in eval mode, the whole payload) from a ``final.pth`` or a training ``last.pth``."""
-    payload = _safe_load(path)
+    payload = safe_load(path)
     if not isinstance(payload, dict) or payload.get("format") not in (EMBEDDER_FORMAT, TRAIN_STATE_FORMAT):
         raise CheckpointError(f"{path}: not a face-embedding checkpoint (final.pth or last.pth of train_id)")
     if payload.get("version") != VERSION:
@@ -458,7 +458,7 @@ def _resume_point(cfg: TrainIdCfg, data: IdData, spec: IdRunSpec) -> dict[str, A
         return None
     if not spec.resume:
         raise RetinaError(f"{out} already holds a run (last.pth): pass --resume to continue it, or another --out")
-    payload = _safe_load(last)
+    payload = safe_load(last)
     if not isinstance(payload, dict) or payload.get("format") != TRAIN_STATE_FORMAT:
         raise CheckpointError(f"{last}: not a train_id training state")
     try:
