@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from retina.config import DetectorCfg
+from retina.mesh.hierarchy import default_hierarchy
 from retina.models.backbones import build_backbone
+from retina.models.chebconv import FaceDecoder
 from retina.models.context import ContextModule
 from retina.models.detector import RetinaFace
 from retina.models.fpn import FPN
@@ -16,8 +19,10 @@ def build_detector(cfg: DetectorCfg) -> RetinaFace:
 
     ``cfg.neck.dcn``: the FPN merge convs and the five context-module convs become DCNv2, starting as the
     plain convs (see ``retina.models.dcn``); with it False the modules and parameter names are the plain ones.
-    ``cfg.head.mesh``: adds the dense branch's ``mesh_head`` (``retina.models.heads.MeshHead``) and the model
-    returns ``MeshPredictions``; with it False the model is exactly the detector.
+    ``cfg.head.mesh``: adds the dense branch's ``mesh_head`` (``retina.models.heads.MeshHead``) and its mesh
+    decoder (``retina.models.chebconv.FaceDecoder`` on the default mesh hierarchy, randomly initialised: training
+    loads the pre-trained one, ``retina.engine``), and the model returns ``MeshPredictions``; with it False the
+    model is exactly the detector.
     """
     backbone = build_backbone(cfg.backbone.name, cfg.backbone.stages)
     levels = len(cfg.priors.strides)
@@ -27,4 +32,8 @@ def build_detector(cfg: DetectorCfg) -> RetinaFace:
         ContextModule(neck.channels, neck.leaky, dcn=neck.dcn) if neck.context else nn.Identity() for _ in range(levels)
     )
     anchors = cfg.priors.anchors_per_location
-    return RetinaFace(backbone, fpn, contexts, neck.channels, anchors, cfg.head.shared, mesh_head=cfg.head.mesh)
+    decoder = None
+    if cfg.head.mesh:  # its random init must not shift the heads' (same seed, same detector weights as without)
+        with torch.random.fork_rng(devices=[]):
+            decoder = FaceDecoder(default_hierarchy())
+    return RetinaFace(backbone, fpn, contexts, neck.channels, anchors, cfg.head.shared, mesh_decoder=decoder)

@@ -229,7 +229,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def _omit_defaults(cfg: Any, data: dict[str, Any]) -> dict[str, Any]:
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.metadata.get("omit_default") and value == f.default:
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if f.metadata.get("omit_default") and value == default:
             del data[f.name]
         elif dataclasses.is_dataclass(value):
             data[f.name] = _omit_defaults(value, data[f.name])
@@ -278,7 +279,11 @@ def config_hash(cfg: Any) -> str:
 
 @dataclass(frozen=True)
 class LossCfg:
-    """Anchor matching, OHEM and loss weights: L = w_cls Lcls + w_box Lbox + w_pts Lpts (section 3.1)."""
+    """Anchor matching, OHEM and loss weights: L = w_cls Lcls + w_box Lbox + w_pts Lpts + w_pixel Lpixel (eq. 1).
+
+    ``w_pixel`` weighs the dense branch's pixel loss (section 3.2); it applies only to a model with a mesh head
+    (``HeadCfg.mesh``) and is left out of ``to_dict`` at its default, so older configs hash as before.
+    """
 
     pos_iou: float = 0.5  # anchors with IoU >= pos_iou to a face are positive
     neg_iou: float = 0.3  # anchors with IoU < neg_iou to every face are negative; between: ignored
@@ -288,13 +293,14 @@ class LossCfg:
     w_cls: float = 1.0
     w_box: float = 0.25
     w_landmarks: float = 0.1
+    w_pixel: float = field(default=0.01, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if not 0.0 < self.neg_iou <= self.pos_iou <= 1.0:
             raise ValueError(f"need 0 < neg_iou <= pos_iou <= 1, got {self.neg_iou}, {self.pos_iou}")
         if self.ohem_ratio <= 0:
             raise ValueError(f"ohem_ratio must be positive, got {self.ohem_ratio}")
-        if min(self.w_cls, self.w_box, self.w_landmarks) < 0:
+        if min(self.w_cls, self.w_box, self.w_landmarks, self.w_pixel) < 0:
             raise ValueError("loss weights must be >= 0")
 
 
@@ -314,6 +320,29 @@ class AugmentCfg:
             raise ValueError(f"crop_scales must satisfy 0 < lo <= hi <= 1, got {self.crop_scales}")
         if self.image_size < 32:
             raise ValueError(f"image_size must be >= 32, got {self.image_size}")
+
+
+@dataclass(frozen=True)
+class PixelCfg:
+    """What the pixel loss renders per training step (section 3.2), sized so a CPU step stays affordable.
+
+    For each image, the ``max_faces`` largest faces at least ``min_face`` pixels tall (after augmentation) are
+    rendered, each by its best-matching positive anchor, into a square crop of ``crop_size`` pixels around its
+    box (side ``crop_margin`` times the box's longer side); smaller faces get no pixel loss. ``finetune_decoder``:
+    the pre-trained mesh decoder is trained with the detector (one process only) or kept frozen.
+    """
+
+    crop_size: int = 64
+    max_faces: int = 2
+    min_face: float = 16.0
+    crop_margin: float = 1.2
+    finetune_decoder: bool = False
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 8 or self.max_faces < 1:
+            raise ValueError(f"crop_size must be >= 8 and max_faces >= 1, got {self.crop_size}, {self.max_faces}")
+        if self.min_face < 1.0 or self.crop_margin <= 0:
+            raise ValueError(f"min_face must be >= 1 and crop_margin > 0, got {self.min_face}, {self.crop_margin}")
 
 
 @dataclass(frozen=True)
@@ -340,6 +369,7 @@ class TrainCfg:
     seed: int = 0
     loss: LossCfg = field(default_factory=LossCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
+    pixel: PixelCfg = field(default_factory=PixelCfg, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.epochs <= 0 or self.lr <= 0:

@@ -40,11 +40,13 @@ from retina.build import build_detector
 from retina.checkpoint import load_pretrained_backbone, load_weights, read_checkpoint, save_checkpoint
 from retina.config import DetectorCfg, TrainCfg, config_hash, from_dict, to_dict
 from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, collate, data_fingerprint, iterations_for
+from retina.dense.pixel import pixel_loss, select_faces
 from retina.errors import RetinaError
 from retina.losses import assign, losses, weighted_total
+from retina.mesh.pretrain import DEFAULT_DECODER, load_mesh_decoder
 from retina.preprocess import normalize
 from retina.priors import make_priors
-from retina.results import git_commit, provenance, utc_now, write_json, write_text
+from retina.results import file_sha256, git_commit, provenance, utc_now, write_json, write_text
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 History = dict[str, list[dict[str, Any]]]  # {"invocations": [...], "saves": [...]}
@@ -71,6 +73,10 @@ class RunSpec:
     stop_after: int | None = None  # leave after this iteration, resumable (tests of interruption)
     progress: bool = True
     data_label: str = "unspecified"  # what the data is, for the records (e.g. "SynthFace train (synthetic)")
+    # the dense branch (a model with a mesh head): its pre-trained decoder, loaded when a run starts, and the
+    # renderer of the pixel loss ("torch", or "nvdiffrast" on CUDA with the extra `render`)
+    mesh_decoder: Path | None = DEFAULT_DECODER
+    renderer: str = "torch"
 
 
 @dataclass(frozen=True)
@@ -272,7 +278,9 @@ def _session(ctx: _Context, saved: _Saved | None) -> _Session:
     model = build_detector(ctx.model_cfg)
     if ctx.run.pretrained_backbone is not None:
         load_pretrained_backbone(model, ctx.run.pretrained_backbone)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    _prepare_decoder(ctx, model)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if saved is not None:
         load_weights(model, saved.state, str(ctx.last))
         optimizer.load_state_dict(saved.optimizer)
@@ -286,6 +294,24 @@ def _session(ctx: _Context, saved: _Saved | None) -> _Session:
     _trim_metrics(ctx, start)
     history = _open_history(ctx, saved, start)
     return _Session(ctx, model, net, optimizer, _loader(ctx, start), priors, autocast, start, _meta(ctx), history)
+
+
+def _prepare_decoder(ctx: _Context, model: nn.Module) -> None:
+    """A mesh-head model's decoder: the pre-trained weights (``RunSpec.mesh_decoder``; a resumed run then loads
+    its own), trained with the detector or frozen as ``PixelCfg.finetune_decoder`` says."""
+    decoder = getattr(model, "mesh_decoder", None)
+    if decoder is None:
+        return
+    finetune = ctx.train_cfg.pixel.finetune_decoder
+    if finetune and ctx.dist.world > 1:
+        raise RetinaError("fine-tuning the mesh decoder is supported in one process only; set finetune_decoder off")
+    if ctx.run.mesh_decoder is not None:
+        decoder.load_state_dict(load_mesh_decoder(ctx.run.mesh_decoder)[0].state_dict())
+    decoder.requires_grad_(finetune)
+
+
+def _pixel_on(ctx: _Context) -> bool:
+    return ctx.model_cfg.head.mesh and ctx.train_cfg.loss.w_pixel > 0
 
 
 def _place(ctx: _Context, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:
@@ -302,7 +328,11 @@ def _place(ctx: _Context, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     net: nn.Module = model
     if ctx.cuda and not ctx.train_cfg.freeze_bn:  # batch statistics over the global batch (CUDA only in torch)
         net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return nn.parallel.DistributedDataParallel(net, device_ids=[ctx.device.index] if ctx.cuda else None)
+    # a mesh head without the pixel loss gets no gradient: DDP must be told to expect unused parameters
+    unused = ctx.model_cfg.head.mesh and not _pixel_on(ctx)
+    return nn.parallel.DistributedDataParallel(
+        net, device_ids=[ctx.device.index] if ctx.cuda else None, find_unused_parameters=unused
+    )
 
 
 def _loader(ctx: _Context, start: int) -> DataLoader:
@@ -341,7 +371,13 @@ def _meta(ctx: _Context) -> dict[str, Any]:
         "data": {**data, "fingerprint": ctx.fingerprint, "warnings": ctx.dataset.warnings},
         "world_size": ctx.dist.world,
         "device": str(ctx.device),
+        **({"mesh_decoder_init": _file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
     }
+
+
+def _file_id(path: Path | None) -> dict[str, str] | None:
+    """File name and sha256 of a starting-weights file (None: none)."""
+    return None if path is None else {"file": Path(path).name, "sha256": file_sha256(path)}
 
 
 def _open_history(ctx: _Context, saved: _Saved | None, start: int) -> History:
@@ -391,7 +427,7 @@ def _loop(s: _Session, loss_fn: LossFn) -> tuple[int, dict[str, torch.Tensor]]:
 def _step(
     s: _Session, batch: tuple[torch.Tensor, Any], lr: float, loss_fn: LossFn, iteration: int, saved: int | None
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One optimiser step; returns the loss parts and the global (positives, landmark faces) counts."""
+    """One optimiser step; returns the loss parts and the global (positives, landmark faces, rendered faces) counts."""
     ctx, cfg = s.ctx, s.ctx.train_cfg
     images, targets = batch
     s.net.train()
@@ -403,8 +439,14 @@ def _step(
     with s.autocast:
         pred = s.net(x)
     assigned = assign(targets, s.priors, ctx.model_cfg.priors.variances, cfg.loss)
-    counts = _all_reduce(torch.stack([assigned.num_positive, assigned.num_landmarks]).float(), ctx.dist)
+    faces = select_faces(targets, s.priors, assigned, cfg.pixel) if _pixel_on(ctx) else None
+    rendered = torch.tensor(len(faces) if faces is not None else 0, device=ctx.device)
+    counts = _all_reduce(torch.stack([assigned.num_positive, assigned.num_landmarks, rendered]).float(), ctx.dist)
     parts = loss_fn(pred, assigned, cfg.loss, counts[0], counts[1])
+    if faces is not None:
+        image_u8 = images.to(ctx.device, non_blocking=True)
+        summed = pixel_loss(pred, image_u8, faces, s.model.mesh_decoder, cfg.pixel, ctx.run.renderer)
+        parts["pixel"] = summed / counts[2].clamp(min=1)
     loss = weighted_total(parts, cfg.loss)
     _check_finite(s, loss, parts, iteration, saved)
     s.optimizer.zero_grad(set_to_none=True)
@@ -459,6 +501,8 @@ def _log(
     record |= {k: float(v) for k, v in averaged.items()}
     record |= {"loss": float(weighted_total(averaged, ctx.train_cfg.loss))}
     record |= {"images_per_s": meter.rate(), "positives": float(counts[0])}
+    if "pixel" in parts:
+        record["rendered_faces"] = float(counts[2])
     if ctx.dist.main:
         with ctx.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -1,4 +1,4 @@
-"""The multi-task loss (arXiv 1905.00641 eq. 1, without the mesh term): named, unweighted parts.
+"""The multi-task loss (arXiv 1905.00641 eq. 1): named, unweighted parts (the pixel loss is ``retina.dense.pixel``).
 
 ``assign`` matches anchors to faces and builds regression targets; ``losses`` returns
 ``{"cls": ..., "box": ..., "landmarks": ...}``, each a sum over anchors divided by a count that the caller
@@ -28,13 +28,15 @@ class Assigned:
     """Per-anchor training targets for a batch of B images and A anchors.
 
     labels (B, A) int64 (POSITIVE / NEGATIVE / IGNORED); box_targets (B, A, 4) and landmark_targets (B, A, 10)
-    encoded offsets (valid where positive); landmark_mask (B, A) bool: positive and the face has landmarks.
+    encoded offsets (valid where positive); landmark_mask (B, A) bool: positive and the face has landmarks;
+    face_index (B, A) int64: the index of the matched face in its image's target (valid where positive).
     """
 
     labels: Tensor
     box_targets: Tensor
     landmark_targets: Tensor
     landmark_mask: Tensor
+    face_index: Tensor
 
     @property
     def num_positive(self) -> Tensor:
@@ -47,7 +49,7 @@ class Assigned:
 
 def assign(targets: Sequence[Target], priors: Tensor, variances: tuple[float, float], cfg: LossCfg) -> Assigned:
     """Match every image's faces to the priors (A, 4) cxcywh and encode the targets."""
-    labels, boxes, lmks, masks = [], [], [], []
+    labels, boxes, lmks, masks, faces = [], [], [], [], []
     for t in targets:
         gt_boxes = t.boxes.to(priors.device, priors.dtype)
         lab, idx = match(gt_boxes, priors, cfg)
@@ -60,7 +62,8 @@ def assign(targets: Sequence[Target], priors: Tensor, variances: tuple[float, fl
             lmks.append(priors.new_zeros(priors.shape[0], 10))
             masks.append(torch.zeros(priors.shape[0], dtype=torch.bool, device=priors.device))
         labels.append(lab)
-    return Assigned(torch.stack(labels), torch.stack(boxes), torch.stack(lmks), torch.stack(masks))
+        faces.append(idx)
+    return Assigned(*(torch.stack(x) for x in (labels, boxes, lmks, masks, faces)))
 
 
 def losses(
@@ -83,5 +86,6 @@ def losses(
 
 
 def weighted_total(parts: dict[str, Tensor], cfg: LossCfg) -> Tensor:
-    """L = w_cls Lcls + w_box Lbox + w_pts Lpts."""
-    return cfg.w_cls * parts["cls"] + cfg.w_box * parts["box"] + cfg.w_landmarks * parts["landmarks"]
+    """L = w_cls Lcls + w_box Lbox + w_pts Lpts (+ w_pixel Lpixel when ``parts`` has it)."""
+    total = cfg.w_cls * parts["cls"] + cfg.w_box * parts["box"] + cfg.w_landmarks * parts["landmarks"]
+    return total + cfg.w_pixel * parts["pixel"] if "pixel" in parts else total

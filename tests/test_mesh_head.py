@@ -46,12 +46,18 @@ def test_mesh_presets_differ_from_their_base_only_in_the_switch(name, base):
 
 def test_switch_off_model_is_the_detector():
     plain, mesh = _build("mobilenet0.25"), _build("mobilenet0.25-mesh")
-    assert not hasattr(plain, "mesh_head")
+    assert not hasattr(plain, "mesh_head") and not hasattr(plain, "mesh_decoder")
     plain_keys, mesh_keys = list(plain.state_dict()), list(mesh.state_dict())
-    # Same module construction order, so the same seed gives the same detector weights; the mesh head comes last.
+    # Same module construction order, so the same seed gives the same detector weights; the mesh head and the
+    # decoder (built under a forked RNG) come last.
     assert mesh_keys[: len(plain_keys)] == plain_keys
-    assert all(k.startswith("mesh_head.") for k in mesh_keys[len(plain_keys) :])
-    assert len(mesh_keys) - len(plain_keys) == 2 * 3  # weight + bias per level (biubug6: one conv per level)
+    extra = mesh_keys[len(plain_keys) :]
+    head = [k for k in extra if k.startswith("mesh_head.")]
+    assert len(head) == 2 * 3  # weight + bias per level (biubug6: one conv per level)
+    assert all(k.startswith("mesh_decoder.") for k in extra if k not in head)
+    assert list(mesh.mesh_decoder.state_dict()) == [k.removeprefix("mesh_decoder.") for k in extra if k not in head]
+    for name, value in plain.state_dict().items():
+        torch.testing.assert_close(mesh.state_dict()[name], value, rtol=0, atol=0)
     x = torch.randn(2, 3, 37, 50)
     with torch.no_grad():
         out, out_mesh = plain(x), mesh(x)

@@ -14,7 +14,6 @@ import torch
 from retina.errors import CheckpointError
 from retina.mesh.hierarchy import default_hierarchy
 from retina.mesh.pretrain import (
-    FaceDecoder,
     PretrainCfg,
     inter_ocular,
     load_mesh_decoder,
@@ -24,7 +23,7 @@ from retina.mesh.pretrain import (
     save_mesh_decoder,
 )
 from retina.mesh.template import build_template
-from retina.models.chebconv import MeshDecoderConfig
+from retina.models.chebconv import FaceDecoder, MeshDecoderConfig
 from retina.results import file_sha256
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "retina" / "weights"

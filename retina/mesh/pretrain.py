@@ -53,10 +53,11 @@ from retina.errors import CheckpointError, RetinaError
 from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
 from retina.mesh.morphable import face_shape, sample_face_params, vertex_albedo
 from retina.mesh.template import FaceTemplate, build_template
-from retina.models.chebconv import MeshDecoder, MeshDecoderConfig
+from retina.models.chebconv import FaceDecoder, MeshDecoderConfig
 from retina.results import file_sha256, provenance, write_bytes, write_json, write_text
 
 DECODER_FORMAT = "retina-mesh-decoder"
+DEFAULT_DECODER = Path(__file__).resolve().parents[1] / "weights" / "mesh_decoder.pth"  # the committed decoder
 VERSION = 1
 
 
@@ -169,29 +170,6 @@ class MeshEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x.flatten(1))
-
-
-class FaceDecoder(nn.Module):
-    """The saved model: ``mean + scale * MeshDecoder(code)``, code (B, code_dim) -> (B, V_finest, 6) xyz + rgb.
-
-    mean (V, 6): the training set's mean face; scale (6,): the training set's standard deviation over faces,
-    per vertex and channel, averaged over the vertices. The graph decoder thus learns standardised residuals
-    from the mean face (a morphable model's mean + offsets), which trains far faster than absolute
-    coordinates; both are persistent buffers, saved with the weights.
-    """
-
-    def __init__(self, hierarchy: MeshHierarchy, config: MeshDecoderConfig | None = None) -> None:
-        super().__init__()
-        config = config or MeshDecoderConfig()
-        self.config = config
-        self.decoder = MeshDecoder(hierarchy, config)
-        v = hierarchy.levels[0].num_vertices
-        self.register_buffer("mean", torch.zeros(v, config.out_channels))
-        self.register_buffer("scale", torch.ones(config.out_channels))
-
-    def forward(self, code: Tensor) -> Tensor:
-        """code (B, code_dim) -> (B, V_finest, out_channels)."""
-        return self.mean + self.scale * self.decoder(code)
 
 
 def learning_rate(iteration: int, cfg: PretrainCfg) -> float:

@@ -132,3 +132,30 @@ class MeshDecoder(nn.Module):
         for i, conv in enumerate(self.convs):
             x = nn.functional.elu(conv(sparse_apply(getattr(self, f"up{i}"), x)))
         return self.out(x)
+
+
+class FaceDecoder(nn.Module):
+    """The dense branch's decoder: ``mean + scale * MeshDecoder(code)``, code (B, code_dim) -> (B, V_finest, 6)
+    xyz (model frame of :mod:`retina.mesh.template`) + rgb albedo in [0, 1] (``retina.mesh.pretrain``).
+
+    mean (V, 6): the pre-training set's mean face; scale (6,): its standard deviation over faces, per vertex and
+    channel, averaged over the vertices. The graph decoder thus learns standardised residuals from the mean face
+    (a morphable model's mean + offsets), which trains far faster than absolute coordinates; both are persistent
+    buffers, saved with the weights. ``triangles`` (T, 3) int64: the finest level's triangles (a non-persistent
+    buffer, derived from the mesh), what a renderer needs with the decoded vertices.
+    """
+
+    def __init__(self, hierarchy: MeshHierarchy, config: MeshDecoderConfig | None = None) -> None:
+        super().__init__()
+        config = config or MeshDecoderConfig()
+        self.config = config
+        self.decoder = MeshDecoder(hierarchy, config)
+        v = hierarchy.levels[0].num_vertices
+        self.register_buffer("mean", torch.zeros(v, config.out_channels))
+        self.register_buffer("scale", torch.ones(config.out_channels))
+        tris = torch.from_numpy(np.array(hierarchy.levels[0].triangles, dtype=np.int64))
+        self.register_buffer("triangles", tris, persistent=False)
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        """code (B, code_dim) -> (B, V_finest, out_channels)."""
+        return self.mean + self.scale * self.decoder(code)

@@ -56,7 +56,9 @@ class MeshPredictions(NamedTuple):
 
 class RetinaFace(nn.Module):
     """input (B, 3, H, W) float, normalised as ``InputCfg`` says -> :class:`Predictions`, or
-    :class:`MeshPredictions` when built with ``mesh_head=True`` (then ``self.mesh_head`` exists)."""
+    :class:`MeshPredictions` when built with a ``mesh_decoder`` (then ``self.mesh_head`` and
+    ``self.mesh_decoder`` exist). The decoder (``retina.models.chebconv.FaceDecoder``) is not run by
+    ``forward``: the pixel loss and dense evaluation decode the codes of the anchors they select."""
 
     def __init__(
         self,
@@ -66,7 +68,7 @@ class RetinaFace(nn.Module):
         channels: int,
         anchors: int,
         shared_heads: bool,
-        mesh_head: bool = False,
+        mesh_decoder: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -76,8 +78,9 @@ class RetinaFace(nn.Module):
         self.cls_head = Head(channels, anchors, 2, levels, shared_heads)
         self.box_head = Head(channels, anchors, 4, levels, shared_heads)
         self.landmark_head = Head(channels, anchors, 10, levels, shared_heads)
-        if mesh_head:  # no attribute at all otherwise: the state dict keys stay the detector's
+        if mesh_decoder is not None:  # no attributes at all otherwise: the state dict keys stay the detector's
             self.mesh_head = MeshHead(channels, anchors, levels, shared_heads)
+            self.mesh_decoder = mesh_decoder
 
     def forward(self, images: Tensor) -> Predictions | MeshPredictions:
         pyramid = self.fpn(self.backbone(images))
