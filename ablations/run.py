@@ -105,6 +105,10 @@ def run_key(plan: Plan, variant: Variant) -> str:
         "post": to_dict(PostCfg()),
         "backbone_init": backbone_init_id(plan.pretrained_backbone),
     }
+    if variant.model.head.mesh:  # the pre-trained decoder every mesh row starts from (absent: keys unchanged)
+        from retina.mesh.pretrain import DEFAULT_DECODER
+
+        content["mesh_decoder_init"] = backbone_init_id(DEFAULT_DECODER)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -208,6 +212,7 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
     result, paths = evaluate_detector(
         detector, plan.eval_split, out / f"eval_{protocol}", protocol, progress=plan.progress, **context
     )
+    dense = _dense(plan, variant, detector)
     eval_seconds = time.perf_counter() - t0
     train_record = json.loads((out / "train_record.json").read_text())
     if train_seconds is None and train_record["resumed_from"] == 0:  # trained whole by an earlier invocation
@@ -232,6 +237,7 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
         "key": run_key(plan, variant),
         # AP as fractions in [0, 1] (the tables show percent, as the paper does)
         "metrics": {**result.ap, "hard_map": result.hard_map_50_95},
+        **({"dense": dense} if dense is not None else {}),
         "iou": result.iou,
         "counts": dict(result.counts),
         "curves": {s: {"recall": _curve(c.recall), "precision": _curve(c.precision)} for s, c in result.curves.items()},
@@ -257,6 +263,17 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return write_json(record_path(plan, variant, seed), record)
+
+
+def _dense(plan: Plan, variant: Variant, detector: Any) -> dict[str, Any] | None:
+    """The mesh NME on the SynthFace val split (``retina.dense.accuracy``) for a mesh-head model; None otherwise
+    (no mesh head, or real data, which has no true meshes)."""
+    if not (variant.model.head.mesh and plan.synthetic):
+        return None
+    from retina.dense.accuracy import DenseCfg, dense_accuracy
+
+    cfg = DenseCfg(min_face=variant.train.pixel.min_face, crop_margin=variant.train.pixel.crop_margin)
+    return dense_accuracy(detector, plan.eval_split.images.parent, cfg)
 
 
 def _todo(plan: Plan) -> list[tuple[Variant, int]]:

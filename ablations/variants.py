@@ -1,7 +1,8 @@
 """The ablation tables as data: named variants derived from one base setting with ``dataclasses.replace``.
 
 An :class:`Ablation` names one field (a dotted path into the model or training config, e.g.
-``train.loss.w_landmarks``) and the values its rows take; everything else is the :class:`Setting`'s and is
+``train.loss.w_landmarks``), or several (then each row's value is a tuple, one per field), and the values its
+rows take; everything else is the :class:`Setting`'s and is
 therefore identical across rows: architecture preset, schedule, data, test protocol and seeds. Each
 ablation has two settings:
 
@@ -119,30 +120,39 @@ class Variant:
 
 @dataclass(frozen=True)
 class Ablation:
-    """One field, the (key, label, value) of each row (the first is the baseline), and two settings.
+    """One field (or a tuple of fields), the (key, label, value) of each row (the first is the baseline), and two
+    settings.
 
-    ``field`` is ``model.<path>`` (into :class:`DetectorCfg`) or ``train.<path>`` (into :class:`TrainCfg`).
-    ``paper_rows`` names the two rows of :data:`PAPER_TABLE3` whose difference the ablation mirrors.
+    A field is ``model.<path>`` (into :class:`DetectorCfg`) or ``train.<path>`` (into :class:`TrainCfg`); with a
+    tuple of fields each row's value is a tuple of as many values. ``paper_rows`` names rows of
+    :data:`PAPER_TABLE3`: the paper's baseline, then the row each of ours after the first mirrors.
     """
 
     name: str
-    field: str
+    field: str | tuple[str, ...]
     rows: tuple[tuple[str, str, Any], ...]
-    paper_rows: tuple[str, str]
+    paper_rows: tuple[str, ...]
     cpu: Setting
     paper: Setting
     description: str = ""
 
     def __post_init__(self) -> None:
-        root, *path = self.field.split(".")
-        if root not in ("model", "train") or not path:
-            raise ValueError(f"ablation field must be model.<path> or train.<path>, got {self.field!r}")
+        for f in self.fields:
+            root, *path = f.split(".")
+            if root not in ("model", "train") or not path:
+                raise ValueError(f"ablation field must be model.<path> or train.<path>, got {f!r}")
         if len(self.rows) < 2 or len({k for k, _, _ in self.rows}) != len(self.rows):
             raise ValueError("an ablation needs >= 2 rows with distinct keys")
+        if len(self.paper_rows) < 2 or len(self.paper_rows) > len(self.rows):
+            raise ValueError(f"paper_rows needs a baseline and 1 to {len(self.rows) - 1} mirrored rows")
         if any(r not in PAPER_TABLE3 for r in self.paper_rows):
             raise ValueError(f"paper rows {self.paper_rows} not in Table 3 ({list(PAPER_TABLE3)})")
         for s in (self.cpu, self.paper):
             self.variants(s)  # every row must be a valid config: fail at import, not hours into training
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.field if isinstance(self.field, tuple) else (self.field,)
 
     def setting(self, name: str) -> Setting:
         if name not in ("cpu", "paper"):
@@ -151,14 +161,18 @@ class Ablation:
 
     def variants(self, setting: Setting) -> tuple[Variant, ...]:
         """The rows under ``setting``: its model and training configs with the ablated field replaced."""
-        root, *path = self.field.split(".")
         out = []
         for i, (key, label, value) in enumerate(self.rows):
+            values = value if isinstance(self.field, tuple) else (value,)
+            if len(values) != len(self.fields):
+                raise ValueError(f"row {key!r} has {len(values)} values for fields {self.fields}")
             model, train = setting.model, setting.train
-            if root == "model":
-                model = replace_path(model, path, value)
-            else:
-                train = replace_path(train, path, value)
+            for f, v in zip(self.fields, values, strict=True):
+                root, *path = f.split(".")
+                if root == "model":
+                    model = replace_path(model, path, v)
+                else:
+                    train = replace_path(train, path, v)
             out.append(Variant(key, label, value, model, train, baseline=i == 0))
         return tuple(out)
 
@@ -201,13 +215,22 @@ CPU_NOTE = (
 )
 
 
-def _cpu_setting(iterations: int, seeds: tuple[int, ...] = (0, 1, 2)) -> Setting:
+def _cpu_setting(iterations: int, seeds: tuple[int, ...] = (0, 1, 2), preset: str = "mobilenet0.25",
+                 note: str = "") -> Setting:  # fmt: skip
     """The CPU setting: batch 8 at 256 px on the ablation pair, from the committed checkpoint's backbone."""
-    note = CPU_NOTE.format(iterations=iterations)
+    note = CPU_NOTE.format(iterations=iterations) + note
     train = _cpu_train(iterations, 256, 8)
-    return Setting("cpu", "mobilenet0.25", train, SynthData(SYNTH_ABLATION), seeds=seeds, note=note,
+    return Setting("cpu", preset, train, SynthData(SYNTH_ABLATION), seeds=seeds, note=note,
                    backbone_init=DEFAULT_WEIGHTS)  # fmt: skip
 
+
+MESH_NOTE = (
+    " Every row has the mesh head and the committed pre-trained mesh decoder (frozen); the pixel loss renders at most"
+    " 2 faces >= 16 px per image into 64 px crops (PixelCfg)."
+)
+MESH_PAPER_NOTE = (
+    " The paper's pixel-loss rows are on top of +DCN; this setting's rows are without DCN (add it with a preset)."
+)
 
 PAPER_NOTE = "Paper setting (arXiv 1905.00641 section 4.1): ResNet-50, paper recipe, on the data given by flags."
 
@@ -240,6 +263,22 @@ ABLATIONS: MappingProxyType[str, Ablation] = MappingProxyType(
             cpu=_cpu_setting(320),
             paper=_PAPER_SETTING,
             description="deformable convolution (DCNv2) in the FPN merge and context convs: off vs on",
+        ),
+        "mesh": Ablation(
+            name="mesh",
+            field=("train.loss.w_landmarks", "train.loss.w_pixel"),
+            rows=(
+                ("base", "FPN+Context (w_pts 0, w_pixel 0)", (0.0, 0.0)),
+                ("lpts", "+Lpts (w_pts 0.1)", (0.1, 0.0)),
+                ("lpixel", "+Lpixel (w_pixel 0.01)", (0.0, 0.01)),
+                ("lpts_lpixel", "+Lpts +Lpixel", (0.1, 0.01)),
+            ),
+            paper_rows=("+DCN", "+Lpts", "+Lpixel", "+Lpts +Lpixel"),
+            # Every row has the mesh head (the same architecture); without the pixel loss it is not trained.
+            cpu=_cpu_setting(1000, preset="mobilenet0.25-mesh", note=MESH_NOTE),
+            paper=dataclasses.replace(_PAPER_SETTING, preset="resnet50-paper-mesh", note=PAPER_NOTE + MESH_PAPER_NOTE),
+            description="the dense branch's pixel loss (section 3.2) with and without the landmark loss: the paper's "
+            "last four Table 3 rows",
         ),
     }
 )

@@ -27,8 +27,9 @@ from retina.errors import RetinaError
 from retina.eval.plots import figure_png, style_pr_axes
 from retina.results import provenance, write_bytes, write_json, write_text
 
-METRICS = ("easy", "medium", "hard", "hard_map")
-HEADERS = {"easy": "easy", "medium": "medium", "hard": "hard", "hard_map": "mAP (hard)"}
+METRICS = ("easy", "medium", "hard", "hard_map")  # AP, percent
+DENSE = "dense_nme"  # the dense branch's mesh NME on SynthFace (percent of sqrt(w h); lower is better), when recorded
+HEADERS = {"easy": "easy", "medium": "medium", "hard": "hard", "hard_map": "mAP (hard)", DENSE: "dense NME"}
 SETTINGS = ("easy", "medium", "hard")
 REQUIRED = ("ablation", "setting", "variant", "label", "order", "baseline", "seed", "metrics", "curves", "train")
 
@@ -57,7 +58,7 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per (variant, seed): variant, label, order, baseline, seed and the metrics in percent."""
     rows = [
         {"variant": r["variant"], "label": r["label"], "order": r["order"], "baseline": r["baseline"],
-         "seed": r["seed"], **{m: 100.0 * r["metrics"][m] for m in METRICS}}
+         "seed": r["seed"], **{m: 100.0 * r["metrics"][m] for m in METRICS}, **_dense(r)}
         for r in records
     ]  # fmt: skip
     df = pd.DataFrame(rows)
@@ -68,20 +69,31 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return df
 
 
+def _dense(record: dict[str, Any]) -> dict[str, float]:
+    nme = (record.get("dense") or {}).get("nme")
+    return {} if nme is None else {DENSE: 100.0 * nme}
+
+
+def metrics_of(df: pd.DataFrame) -> tuple[str, ...]:
+    """The AP metrics, plus the dense NME when every record has one."""
+    return METRICS + ((DENSE,) if DENSE in df and df[DENSE].notna().all() else ())
+
+
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
     """Per variant (in table order): n seeds, ``<m>_mean``, ``<m>_std``, ``<m>_diff``, ``<m>_diff_std``.
 
     Differences are paired by seed (seeds present in both the variant and the baseline); std is the sample
     standard deviation (ddof=1), NaN with one seed. The baseline's differences are 0 by definition.
     """
-    base = df.loc[df["baseline"], ["seed", *METRICS]]
+    metrics = metrics_of(df)
+    base = df.loc[df["baseline"], ["seed", *metrics]]
     out = []
     for (_, variant), g in df.groupby(["order", "variant"], sort=True):
         row: dict[str, Any] = {"variant": variant, "label": g["label"].iloc[0], "baseline": bool(g["baseline"].iloc[0]),
                                "n": len(g), "seeds": " ".join(map(str, sorted(g["seed"])))}  # fmt: skip
         paired = g.merge(base, on="seed", suffixes=("", "_base"))  # inner join: seeds in both
         row["n_paired"] = len(paired)
-        for m in METRICS:
+        for m in metrics:
             row[f"{m}_mean"] = g[m].mean()
             row[f"{m}_std"] = g[m].std(ddof=1)
             diffs = paired[m] - paired[f"{m}_base"]
@@ -113,14 +125,23 @@ def _p(welch: float, paired: float) -> str:
 
 
 def paper_frame(pair: Sequence[str]) -> pd.DataFrame:
-    """The paper's Table 3 rows (percent); ``<m>_diff`` only on the row the ablation mirrors (vs ``pair[0]``)."""
+    """The paper's Table 3 rows (percent); ``<m>_diff`` only on the rows the ablation mirrors (``pair[1:]``),
+    against ``pair[0]``."""
     rows = []
     for label, values in PAPER_TABLE3.items():
         row: dict[str, Any] = {"label": label, **{f"{m}_mean": values[m] for m in METRICS}}
         for m in METRICS:
-            row[f"{m}_diff"] = values[m] - PAPER_TABLE3[pair[0]][m] if label == pair[1] else np.nan
+            row[f"{m}_diff"] = values[m] - PAPER_TABLE3[pair[0]][m] if label in pair[1:] else np.nan
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+_DENSE_NOTE = (
+    "dense NME: mean over SynthFace val faces >= {min_face:g} px of the image distance between the predicted and "
+    "the true mesh's visible vertices, in % of sqrt(w h) of the face box (lower is better); a face's prediction is "
+    "its anchor of highest score >= {score_threshold:g} with box IoU >= {match_iou:g} (retina.dense.accuracy). "
+    "Rows without the pixel loss show what an untrained mesh head predicts."
+)
 
 
 def _pm(mean: float, std: float, signed: bool = False) -> str:
@@ -138,7 +159,9 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]
 def _setting_lines(r: dict[str, Any]) -> list[str]:
     train = r["train"]
     return [
-        f"- ablated field: `{r['field']}`; everything else identical across rows (data, schedule, seeds, protocol)",
+        f"- ablated field{'s' if isinstance(r['field'], list) else ''}: "
+        + ", ".join(f"`{f}`" for f in (r["field"] if isinstance(r["field"], list) else [r["field"]]))
+        + "; everything else identical across rows (data, schedule, seeds, protocol)",
         f"- model: `{r['model_cfg']['name']}` preset; training: {train['iterations']} iterations, global batch "
         f"{train['batch_size']}, {train['image_size']} px crops, recipe `{r['train_cfg']['recipe']}`, "
         f"{train['world_size']} process(es) on {train['device']}",
@@ -160,19 +183,25 @@ def markdown(records: Sequence[dict[str, Any]], summary: pd.DataFrame, df: pd.Da
               "baseline (first row), same seed. p (hard): two-sided p-values that the hard AP equals the "
               "baseline's, Welch's t-test over seeds / paired t-test over same-seed differences; a difference "
               "with p above 0.05 is not distinguishable from seed noise.", ""]  # fmt: skip
-    header = ["method", "seeds", *(HEADERS[m] for m in METRICS), *(f"Δ {HEADERS[m]}" for m in METRICS), "p (hard)"]
+    metrics = metrics_of(df)
+    dense = DENSE in metrics
+    if dense:
+        lines += [_DENSE_NOTE.format(**records[0]["dense"]["settings"]), ""]
+    header = ["method", "seeds", *(HEADERS[m] for m in metrics), *(f"Δ {HEADERS[m]}" for m in metrics), "p (hard)"]
+    header += ["p (dense)"] if dense else []
     rows = []
     for _, s in summary.iterrows():
-        cells = [s["label"], str(s["n"])] + [_pm(s[f"{m}_mean"], s[f"{m}_std"]) for m in METRICS]
+        cells = [s["label"], str(s["n"])] + [_pm(s[f"{m}_mean"], s[f"{m}_std"]) for m in metrics]
         if s["baseline"]:
-            cells += ["(baseline)"] + [""] * len(METRICS)
+            cells += ["(baseline)"] + [""] * (len(metrics) + dense)
         else:
-            cells += [_pm(s[f"{m}_diff"], s[f"{m}_diff_std"], signed=True) for m in METRICS]
+            cells += [_pm(s[f"{m}_diff"], s[f"{m}_diff_std"], signed=True) for m in metrics]
             cells.append(_p(s["hard_p_welch"], s["hard_p_paired"]))
+            cells += [_p(s[f"{DENSE}_p_welch"], s[f"{DENSE}_p_paired"])] if dense else []
         rows.append(cells)
-    lines += [*_md_table(header, rows), "", "Per seed (AP %):", ""]
-    per_seed = [[r["label"], str(r["seed"]), *(f"{r[m]:.2f}" for m in METRICS)] for _, r in df.iterrows()]
-    lines += [*_md_table(["method", "seed", *(HEADERS[m] for m in METRICS)], per_seed), ""]
+    lines += [*_md_table(header, rows), "", "Per seed (AP %" + (", dense NME %" if dense else "") + "):", ""]
+    per_seed = [[r["label"], str(r["seed"]), *(f"{r[m]:.2f}" for m in metrics)] for _, r in df.iterrows()]
+    lines += [*_md_table(["method", "seed", *(HEADERS[m] for m in metrics)], per_seed), ""]
     pair = first["paper_rows"]
     lines += [f"## Reference: {PAPER_SOURCE} (paper numbers, not measured here, not comparable with the rows "
               "above)", ""]  # fmt: skip
@@ -181,9 +210,11 @@ def markdown(records: Sequence[dict[str, Any]], summary: pd.DataFrame, df: pd.Da
         ["method (paper)", *(HEADERS[m] for m in METRICS)],
         [[p["label"], *(f"{p[f'{m}_mean']:.3f}" for m in METRICS)] for _, p in paper.iterrows()],
     )
-    mirrored = paper[paper["label"] == pair[1]].iloc[0]
-    diffs = ", ".join(f"{HEADERS[m]} {mirrored[f'{m}_diff']:+.3f}" for m in METRICS)
-    lines += ["", f"The paper's rows are cumulative; this ablation mirrors `{pair[0]}` -> `{pair[1]}`: {diffs}.", ""]
+    lines += [""]
+    for label in pair[1:]:
+        mirrored = paper[paper["label"] == label].iloc[0]
+        diffs = ", ".join(f"{HEADERS[m]} {mirrored[f'{m}_diff']:+.3f}" for m in METRICS)
+        lines += [f"The paper's rows are cumulative; this ablation mirrors `{pair[0]}` -> `{label}`: {diffs}.", ""]
     lines += _footer(records)
     return "\n".join(lines) + "\n"
 
@@ -214,7 +245,8 @@ def csv_text(records: Sequence[dict[str, Any]], summary: pd.DataFrame) -> str:
                           setting=first["setting"], synthetic=first["synthetic"])  # fmt: skip
     paper = paper_frame(first["paper_rows"]).assign(source=PAPER_SOURCE, data="WIDER FACE val", synthetic=False)
     columns = ["source", "setting", "data", "synthetic", "protocol", "variant", "label", "n", "seeds"]
-    columns += [f"{m}_{s}" for m in METRICS for s in ("mean", "std", "diff", "diff_std", "p_welch", "p_paired")]
+    metrics = METRICS + ((DENSE,) if f"{DENSE}_mean" in summary else ())
+    columns += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "diff", "diff_std", "p_welch", "p_paired")]
     table = pd.concat([ours, paper], ignore_index=True).reindex(columns=columns).astype({"n": "Int64"})
     return table.to_csv(index=False, float_format="%.4f")
 

@@ -30,11 +30,13 @@ def _flat(obj, prefix=""):
 def test_variants_are_valid_configs_differing_only_in_the_ablated_field(name, setting):
     ablation = ABLATIONS[name]
     variants = ablation.variants(ablation.setting(setting))
-    assert [v.baseline for v in variants] == [True, False]
-    flats = [_flat({"model": to_dict(v.model), "train": to_dict(v.train)}) for v in variants]
-    differing = {k for k in flats[0] if flats[0][k] != flats[1][k]}
-    assert differing == {ablation.field}
-    assert [f[ablation.field] for f in flats] == [v.value for v in variants]
+    assert [v.baseline for v in variants] == [True] + [False] * (len(variants) - 1)
+    # dataclasses.asdict, not to_dict: fields at their defaults may be omitted from to_dict (LossCfg.w_pixel)
+    flats = [_flat({"model": dataclasses.asdict(v.model), "train": dataclasses.asdict(v.train)}) for v in variants]
+    differing = {k for f in flats[1:] for k in flats[0] if flats[0][k] != f[k]}
+    assert differing == set(ablation.fields)
+    values = [v.value if isinstance(ablation.field, tuple) else (v.value,) for v in variants]
+    assert [tuple(f[k] for k in ablation.fields) for f in flats] == values
 
 
 def test_the_two_tables_ablate_what_the_paper_does():
@@ -215,3 +217,173 @@ def test_cli_errors_are_one_line(capsys):
     assert "--val-root needs --data-root" in capsys.readouterr().err
     assert runner.main(["landmarks", "--seeds", "1", "1"]) == 2
     assert "distinct" in capsys.readouterr().err
+
+
+# --- the mesh ablation: several fields per row, the dense NME column ---------------------------------------
+
+MESH_ROWS = ["+DCN", "+Lpts", "+Lpixel", "+Lpts +Lpixel"]
+
+
+@pytest.mark.parametrize("setting", ["cpu", "paper"])
+def test_mesh_ablation_rows_set_both_loss_weights_on_the_mesh_preset(setting):
+    ablation = ABLATIONS["mesh"]
+    assert ablation.fields == ("train.loss.w_landmarks", "train.loss.w_pixel")
+    variants = ablation.variants(ablation.setting(setting))
+    assert [v.key for v in variants] == ["base", "lpts", "lpixel", "lpts_lpixel"]
+    assert [v.baseline for v in variants] == [True, False, False, False]
+    pairs = [(0.0, 0.0), (0.1, 0.0), (0.0, 0.01), (0.1, 0.01)]
+    assert [(v.train.loss.w_landmarks, v.train.loss.w_pixel) for v in variants] == pairs
+    assert [v.value for v in variants] == pairs
+    name = "mobilenet0.25-mesh" if setting == "cpu" else "resnet50-paper-mesh"
+    assert all(v.model.name == name and v.model.head.mesh for v in variants)
+    # everything but the two weights is the baseline's
+    flats = [_flat({"model": to_dict(v.model), "train": to_dict(v.train)}) for v in variants]
+    for flat in flats[1:]:
+        keys = set(flat) | set(flats[0])
+        assert {k for k in keys if flat.get(k) != flats[0].get(k)} <= set(ablation.fields)
+    assert list(ablation.paper_rows) == MESH_ROWS
+
+
+def test_multi_field_rows_need_one_value_per_field_and_paper_rows_a_mirrored_row():
+    mesh = ABLATIONS["mesh"]
+    with pytest.raises(ValueError, match=r"row 'bad' has 1 values for fields"):
+        dataclasses.replace(mesh, rows=(*mesh.rows[:3], ("bad", "bad", (0.1,))))
+    with pytest.raises(ValueError, match=r"row 'bad' has 3 values"):
+        dataclasses.replace(mesh, rows=(*mesh.rows[:3], ("bad", "bad", (0.1, 0.0, 1.0))))
+    with pytest.raises(ValueError, match="paper_rows needs a baseline"):
+        dataclasses.replace(mesh, paper_rows=("+DCN",))
+    with pytest.raises(ValueError, match="paper_rows needs a baseline"):  # more paper rows than rows
+        dataclasses.replace(ABLATIONS["landmarks"], paper_rows=("+DCN", "+Lpts", "+Lpixel"))
+    with pytest.raises(ValueError, match="weights must be >= 0"):  # each value validated in its field
+        dataclasses.replace(mesh, rows=(*mesh.rows[:3], ("bad", "bad", (0.1, -1.0))))
+
+
+def _key_plan(name: str, tmp_path) -> runner.Plan:
+    ablation = ABLATIONS[name]
+    split = EvalSplit(tmp_path / "images", tmp_path / "gt", "nothing (not read)")
+    return runner.Plan(ablation, ablation.cpu, SplitPaths(tmp_path / "images", tmp_path / "label.txt"), "none",
+                       split, {"data": "id"}, True, tmp_path / "out")  # fmt: skip
+
+
+def test_run_key_of_mesh_rows_includes_the_pretrained_decoder_sha256(tmp_path, monkeypatch):
+    import hashlib
+
+    from retina.config import PostCfg
+    from retina.mesh import pretrain
+
+    plan = _key_plan("mesh", tmp_path)
+    variant = plan.variants[2]
+    key = runner.run_key(plan, variant)
+    content = {
+        "model_cfg": to_dict(variant.model), "train_cfg": to_dict(variant.train), "data": {"data": "id"},
+        "protocol": plan.setting.protocol, "post": to_dict(PostCfg()),
+        "backbone_init": runner.backbone_init_id(plan.pretrained_backbone),
+    }  # fmt: skip
+    without = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    assert key != without
+    sha = hashlib.sha256(pretrain.DEFAULT_DECODER.read_bytes()).hexdigest()
+    content["mesh_decoder_init"] = {"file": pretrain.DEFAULT_DECODER.name, "sha256": sha}
+    assert key == hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+    # the same bytes elsewhere: the same key; other bytes: another key
+    same = tmp_path / "same" / pretrain.DEFAULT_DECODER.name
+    same.parent.mkdir()
+    same.write_bytes(pretrain.DEFAULT_DECODER.read_bytes())
+    monkeypatch.setattr(pretrain, "DEFAULT_DECODER", same)
+    assert runner.run_key(plan, variant) == key
+    other = tmp_path / pretrain.DEFAULT_DECODER.name
+    other.write_bytes(same.read_bytes() + b"\0")
+    monkeypatch.setattr(pretrain, "DEFAULT_DECODER", other)
+    assert runner.run_key(plan, variant) != key
+    # rows without a mesh head do not depend on the decoder
+    lm_plan = _key_plan("landmarks", tmp_path)
+    lm_key = runner.run_key(lm_plan, lm_plan.variants[1])
+    monkeypatch.undo()
+    assert runner.run_key(lm_plan, lm_plan.variants[1]) == lm_key
+
+
+_DENSE_SETTINGS = {"score_threshold": 0.5, "match_iou": 0.5, "min_face": 16.0, "crop_margin": 1.2}
+
+
+def _mesh_record(variant, seed, hard, order, nme, label=None):
+    r = _record(variant, seed, hard, order, label)
+    r.update(ablation="mesh", field=["train.loss.w_landmarks", "train.loss.w_pixel"], paper_rows=MESH_ROWS)
+    if nme is not None:
+        r["dense"] = {"nme": nme, "nme_median": nme, "faces": 10, "matched": 9, "scored": 9,
+                      "settings": _DENSE_SETTINGS}  # fmt: skip
+    return r
+
+
+def _mesh_records(dense_nmes):
+    """baseline hard 50, 60, 70 %, lpts 52, 64, 76 % (as in the golden test above), seeds 0-2, with the given
+    dense NMEs (fractions) per (variant, seed) or None."""
+    base = [_mesh_record("base", s, h, 0, dense_nmes[0][s]) for s, h in zip((0, 1, 2), (0.5, 0.6, 0.7), strict=True)]
+    lpts = [_mesh_record("lpts", s, h, 1, dense_nmes[1][s], "+Lpts") for s, h in
+            zip((0, 1, 2), (0.52, 0.64, 0.76), strict=True)]  # fmt: skip
+    return base + lpts
+
+
+def test_table_dense_nme_column_golden(tmp_path):
+    # dense NME (%): baseline 20, 30, 40: mean 30, std 10; +Lpts 22, 34, 46: mean 34, std 12; paired
+    # differences 2, 4, 6: mean 4, std 2 -- the hard AP's numbers, so the same p-values (0.68 Welch, 0.074 paired)
+    _write_records(tmp_path, _mesh_records([(0.20, 0.30, 0.40), (0.22, 0.34, 0.46)]))
+    s = summarize(frame(load_records(tmp_path))).set_index("variant")
+    assert s.loc["base", "dense_nme_mean"] == pytest.approx(30.0)
+    assert s.loc["base", "dense_nme_std"] == pytest.approx(10.0)
+    assert s.loc["lpts", "dense_nme_mean"] == pytest.approx(34.0)
+    assert s.loc["lpts", "dense_nme_std"] == pytest.approx(12.0)
+    assert s.loc["lpts", "dense_nme_diff"] == pytest.approx(4.0)
+    assert s.loc["lpts", "dense_nme_diff_std"] == pytest.approx(2.0)
+    assert s.loc["lpts", "dense_nme_p_paired"] == pytest.approx(1 - np.sqrt(12 / 14), rel=1e-9)
+    assert 0.6804 < s.loc["lpts", "dense_nme_p_welch"] < 0.6874
+
+    md = build(tmp_path)["md"].read_text()
+    header = ("| method | seeds | easy | medium | hard | mAP (hard) | dense NME | Δ easy | Δ medium | Δ hard | "
+              "Δ mAP (hard) | Δ dense NME | p (hard) | p (dense) |")  # fmt: skip
+    assert header in md
+    assert (
+        "| +Lpts | 3 | 90.00 ± 0.00 | 80.00 ± 0.00 | 64.00 ± 12.00 | 32.00 ± 6.00 | 34.00 ± 12.00 | +0.00 ± 0.00 "
+        "| +0.00 ± 0.00 | +4.00 ± 2.00 | +2.00 ± 1.00 | +4.00 ± 2.00 | 0.68 / 0.074 | 0.68 / 0.074 |"
+    ) in md
+    base_row = "| base | 3 | 90.00 ± 0.00 | 80.00 ± 0.00 | 60.00 ± 10.00 | 30.00 ± 5.00 | 30.00 ± 10.00 | (baseline) |"
+    assert base_row + "  |  |  |  |  |  |\n" in md  # six empty cells: the Δ columns and both p columns
+    assert "| +Lpts | 2 | 90.00 | 80.00 | 76.00 | 38.00 | 46.00 |" in md  # per seed
+    assert "faces >= 16 px" in md and "score >= 0.5 with box IoU >= 0.5" in md  # the settings in the note
+    table = pd.read_csv(io.StringIO(build(tmp_path)["csv"].read_text()))
+    ours = table[table["source"] == "measured (this suite)"].set_index("variant")
+    assert ours.loc["lpts", "dense_nme_diff"] == pytest.approx(4.0)
+    assert table[table["source"] != "measured (this suite)"]["dense_nme_mean"].isna().all()
+
+
+@pytest.mark.parametrize("dense", [None, "partial"])
+def test_table_without_dense_on_every_record_has_exactly_the_old_columns(tmp_path, dense):
+    nmes = [(None,) * 3, (None,) * 3] if dense is None else [(0.2, 0.3, None), (0.2, 0.3, 0.4)]
+    _write_records(tmp_path, _mesh_records(nmes))
+    df = frame(load_records(tmp_path))
+    summary = summarize(df)
+    assert not any(c.startswith("dense_nme") for c in summary.columns)
+    paths = build(tmp_path)
+    md = paths["md"].read_text()
+    assert ("| method | seeds | easy | medium | hard | mAP (hard) | Δ easy | Δ medium | Δ hard | Δ mAP (hard) | "
+            "p (hard) |\n") in md  # fmt: skip
+    assert "dense" not in md.lower()
+    assert "| +Lpts | 3 | 90.00 ± 0.00 | 80.00 ± 0.00 | 64.00 ± 12.00 | 32.00 ± 6.00 |" in md
+    assert not any("dense" in c for c in pd.read_csv(io.StringIO(paths["csv"].read_text())).columns)
+
+
+def test_paper_reference_has_one_mirrors_line_per_mirrored_row(tmp_path):
+    _write_records(tmp_path, _mesh_records([(None,) * 3, (None,) * 3]))
+    md = build(tmp_path)["md"].read_text()
+    mirrors = [line for line in md.splitlines() if "this ablation mirrors" in line]
+    assert mirrors == [
+        "The paper's rows are cumulative; this ablation mirrors `+DCN` -> `+Lpts`: easy +0.118, medium +0.242, "
+        "hard +0.408, mAP (hard) +0.775.",
+        "The paper's rows are cumulative; this ablation mirrors `+DCN` -> `+Lpixel`: easy +0.064, medium +0.031, "
+        "hard -0.010, mAP (hard) -0.030.",
+        "The paper's rows are cumulative; this ablation mirrors `+DCN` -> `+Lpts +Lpixel`: easy +0.593, medium "
+        "+0.342, hard +0.571, mAP (hard) +0.796.",
+    ]
+    table = pd.read_csv(io.StringIO(build(tmp_path)["csv"].read_text()))
+    paper = table[table["source"].str.contains("arXiv 1905.00641")].set_index("label")
+    assert paper.loc["+Lpixel", "hard_diff"] == pytest.approx(-0.010)
+    assert paper.loc["+Lpts +Lpixel", "hard_map_diff"] == pytest.approx(0.796)
+    assert paper.loc[["FPN+Context", "+DCN"], "hard_diff"].isna().all()  # only mirrored rows have differences

@@ -1,6 +1,7 @@
 """The dense branch's optional mesh head (HeadCfg.mesh): off changes nothing, on adds 144 values per anchor."""
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -159,3 +160,37 @@ def test_onnx_export_refuses_the_mesh_head(tmp_path):
     cfg = preset("mobilenet0.25-mesh")
     with pytest.raises(RetinaError, match="mesh head"):
         export_onnx(build_detector(cfg), cfg, tmp_path / "m.onnx")
+
+
+def test_mesh_parameters_zero_gives_defaults_and_stays_in_range():
+    from retina.models.heads import CAMERA_RANGE, mesh_parameters
+
+    camera, light = mesh_parameters(torch.zeros(2, 7), torch.zeros(2, 9))
+    assert torch.equal(camera, torch.tensor([DEFAULT_CAMERA] * 2))
+    assert torch.equal(light, torch.tensor([DEFAULT_LIGHT] * 2))
+    big = torch.full((1, 7), 1e6)
+    camera, light = mesh_parameters(
+        torch.cat([big, -big]), torch.cat([big[:, :1].expand(1, 9), -big[:, :1].expand(1, 9)])
+    )
+    span = torch.tensor(CAMERA_RANGE)
+    torch.testing.assert_close(camera[0], torch.tensor(DEFAULT_CAMERA) + span)
+    torch.testing.assert_close(camera[1], torch.tensor(DEFAULT_CAMERA) - span)
+    assert camera[:, 2].min() > 0 and camera[:, 6].min() > 0  # in front of the camera, positive focal
+    colours = light[:, 3:]
+    assert torch.isfinite(light).all() and colours.min() > 0  # colours never negative
+    # By hand: depth raw atanh(0.5) -> 10 + 2 * 0.5 = 11; light colour raw atanh(0.5) -> 0.6 * e^1.
+    raw = torch.zeros(1, 7)
+    raw[0, 2] = math.atanh(0.5)
+    raw_light = torch.zeros(1, 9)
+    raw_light[0, 3] = math.atanh(0.5)
+    camera, light = mesh_parameters(raw, raw_light)
+    assert math.isclose(camera[0, 2].item(), 11.0, rel_tol=1e-6)
+    assert math.isclose(light[0, 3].item(), 0.6 * math.e, rel_tol=1e-6)
+
+
+def test_mesh_parameters_gradcheck():
+    from retina.models.heads import mesh_parameters
+
+    raw_camera = torch.randn(3, 7, dtype=torch.float64, requires_grad=True)
+    raw_light = torch.randn(3, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda c, l: mesh_parameters(c, l), (raw_camera, raw_light))

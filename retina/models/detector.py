@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from torch import Tensor, nn
 
-from retina.models.heads import Head, MeshHead, split_mesh
+from retina.models.heads import Head, MeshHead, mesh_parameters, split_mesh
 
 
 class Predictions(NamedTuple):
@@ -34,8 +34,8 @@ class MeshPredictions(NamedTuple):
     mesh_code (B, A, 128): shape-and-texture code P_ST (input of ``retina.models.chebconv.MeshDecoder``);
     mesh_camera (B, A, 7): P_cam = translation (3, camera frame), pose (pitch, yaw, roll radians), focal (px);
     mesh_light (B, A, 9): P_ill = point-light position (3, camera frame), light colour (3), ambient colour (3).
-    Camera and light are what ``retina.render.render_mesh`` takes (see ``retina.models.heads.MeshHead``).
-    The three mesh tensors are views of one (B, A, 144) head output.
+    Camera and light are what ``retina.render.render_mesh`` takes: the head's raw outputs mapped by
+    ``retina.models.heads.mesh_parameters`` (bounded around the defaults).
 
     A separate type (not an optional field of :class:`Predictions`) so that code iterating or rebuilding a
     ``Predictions`` (e.g. ``Predictions(*(t[i] for t in pred))``) keeps working; every consumer that reads
@@ -88,4 +88,5 @@ class RetinaFace(nn.Module):
         detection = (self.cls_head(features), self.box_head(features), self.landmark_head(features))
         if not hasattr(self, "mesh_head"):
             return Predictions(*detection)
-        return MeshPredictions(*detection, *split_mesh(self.mesh_head(features)))
+        code, raw_camera, raw_light = split_mesh(self.mesh_head(features))
+        return MeshPredictions(*detection, code, *mesh_parameters(raw_camera, raw_light))

@@ -1,0 +1,158 @@
+"""Dense accuracy on SynthFace: how far a detector's predicted meshes land from the true ones (issue 11, item 8).
+
+SynthFace writes every face's generating parameters beside the WIDER files (``meta.jsonl``: the morphable
+model's parameters, pose, camera), so the true mesh of each face is known exactly: the finest level of
+:func:`retina.mesh.hierarchy.default_hierarchy` (1,169 face-region vertices) of that face, posed and projected by
+its camera into the image. The prediction for a face is its detector anchor of highest score among those scoring
+at least ``score_threshold`` whose decoded box overlaps the face by IoU >= ``match_iou`` (the detection NMS would
+keep); that anchor's code is decoded by the model's ``FaceDecoder``, posed by its camera in the canonical crop of
+its *predicted* box (:mod:`retina.dense.crops`) and projected into the image.
+
+NME of a face: the mean image distance between predicted and true vertices over the true mesh's *visible*
+vertices (facing the camera, inside the image and not hidden by the face itself), divided by sqrt(w h) of the
+face's ground-truth box; the same vertex ids on both sides (one topology). Faces shorter than ``min_face`` pixels,
+or without a matching anchor (reported as the miss count), are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.ops import box_iou
+
+from retina.api import Detector
+from retina.coding import decode_boxes
+from retina.data.synth import read_meta
+from retina.data.synth_face import DISTANCE
+from retina.dense.crops import CANONICAL_CROP, crop_to_image, square_crops
+from retina.images import read_image
+from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
+from retina.mesh.morphable import FaceParams, face_shape
+from retina.mesh.template import build_template
+from retina.postprocess import face_scores
+from retina.protocols import Resize
+from retina.render import model_to_camera, perspective, project, rasterize, vertex_normals
+
+SELF_OCCLUSION_TOL = 0.05  # model units (the face is ~1.3 tall): a vertex this far behind the surface is hidden
+
+
+@dataclass(frozen=True)
+class DenseCfg:
+    """Which faces are scored and how a prediction is matched to a face (see the module docstring)."""
+
+    score_threshold: float = 0.5
+    match_iou: float = 0.5
+    min_face: float = 16.0
+    crop_margin: float = 1.2  # must be the training's PixelCfg.crop_margin: the camera lives in that crop
+
+
+@dataclass(frozen=True)
+class TrueMesh:
+    """A face's true finest-level vertices in image pixels: uv (V, 2) float64, visible (V,) bool."""
+
+    uv: np.ndarray
+    visible: np.ndarray
+
+
+def true_mesh(face: dict[str, Any], hierarchy: MeshHierarchy, image_hw: tuple[int, int]) -> TrueMesh:
+    """The true projected mesh of one SynthFace face record (``meta.jsonl``'s ``faces`` entry)."""
+    template = build_template()
+    verts = face_shape(template, FaceParams.from_dict(face["model"]))[hierarchy.template_ids]
+    cam = face["camera"]
+    pts = model_to_camera(
+        torch.from_numpy(verts)[None].double(),
+        torch.tensor([cam["rotation_rad"]], dtype=torch.float64),
+        torch.tensor([cam["translation"]], dtype=torch.float64),
+    )
+    focal = torch.tensor([float(cam["focal_px"])], dtype=torch.float64)
+    principal = torch.tensor([cam["principal_px"]], dtype=torch.float64)
+    uv = project(pts, focal, principal)[0].numpy()
+    tris = torch.from_numpy(np.array(hierarchy.levels[0].triangles, dtype=np.int64))
+    normals = vertex_normals(pts, tris)[0]
+    facing = ((normals * -pts[0]).sum(-1) > 0).numpy()
+    h, w = image_hw
+    near, far = DISTANCE - 3.0, DISTANCE + 3.0
+    raster = rasterize(perspective(pts, focal, (h, w), principal, near, far), tris, (h, w))
+    cols, rows = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
+    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
+    ndc = raster.depth[0].numpy()[rows.clip(0, h - 1), cols.clip(0, w - 1)]
+    surface_z = 2 * far * near / ((far + near) - ndc * (far - near))  # camera z of the visible surface (inf: none)
+    hidden = pts[0, :, 2].numpy() > surface_z + SELF_OCCLUSION_TOL
+    return TrueMesh(uv, facing & inside & ~hidden)
+
+
+def _xyxy(box_xywh: list[float]) -> list[float]:
+    x, y, w, h = box_xywh
+    return [x, y, x + w, y + h]
+
+
+def predicted_uv(detector: Detector, pred: Any, anchors: Tensor, boxes: Tensor, margin: float) -> Tensor:
+    """Image-pixel uv (K, V, 2) of the meshes of ``anchors`` (K,) of image 0 of ``pred`` (MeshPredictions),
+    each posed in the canonical crop of its predicted box (K, 4) xyxy."""
+    model = detector.model
+    code, camera = pred.mesh_code[0, anchors].float(), pred.mesh_camera[0, anchors].float()
+    mesh = model.mesh_decoder(code)
+    pts = model_to_camera(mesh[..., :3], camera[:, 3:6], camera[:, 0:3])
+    centre = pts.new_full((len(anchors), 2), CANONICAL_CROP / 2)
+    return crop_to_image(project(pts, camera[:, 6], centre), square_crops(boxes, margin))
+
+
+@torch.inference_mode()
+def image_errors(detector: Detector, image: np.ndarray, meta: dict[str, Any], cfg: DenseCfg) -> Iterator[dict]:
+    """Per scored face of one image: {"face", "size_px", "matched", "nme" (None when not matched)}."""
+    hierarchy = default_hierarchy()
+    faces = [(k, f) for k, f in enumerate(meta["faces"]) if f["box"][3] >= cfg.min_face]
+    if not faces:
+        return
+    x = detector.to_tensor([detector.prepare(image, Resize())])
+    pred = detector.forward(x)
+    priors = detector.priors(tuple(x.shape[-2:]), pred.boxes.dtype, pred.boxes.device)
+    scores = face_scores(pred.logits[0].float())
+    boxes = decode_boxes(pred.boxes[0].float(), priors, detector.cfg.priors.variances)
+    gt = torch.tensor([_xyxy(f["box"]) for _, f in faces], dtype=boxes.dtype, device=boxes.device)
+    ok = (box_iou(gt, boxes) >= cfg.match_iou) & (scores >= cfg.score_threshold)[None]
+    best = torch.where(ok, scores[None], -1.0).argmax(1)
+    matched = ok.any(1)
+    chosen = best[matched]
+    uv = (
+        predicted_uv(detector, pred, chosen, boxes[chosen], cfg.crop_margin).double().cpu().numpy()
+        if len(chosen)
+        else None
+    )
+    j = 0
+    for (k, face), hit in zip(faces, matched.cpu().tolist(), strict=True):
+        row = {"face": k, "size_px": face["box"][3], "matched": hit, "nme": None}
+        if hit:
+            truth = true_mesh(face, hierarchy, image.shape[:2])
+            if truth.visible.any():
+                err = np.linalg.norm(uv[j] - truth.uv, axis=1)[truth.visible].mean()
+                row["nme"] = float(err / np.sqrt(face["box"][2] * face["box"][3]))
+            j += 1
+        yield row
+
+
+def dense_accuracy(detector: Detector, split_dir: str | Path, cfg: DenseCfg = DenseCfg()) -> dict[str, Any]:
+    """NME of the predicted meshes over a SynthFace split (``images/`` + ``meta.jsonl``): the mean and median
+    over matched faces (fractions of sqrt(w h)), the faces scored and matched, and the settings."""
+    if not hasattr(detector.model, "mesh_decoder"):
+        raise ValueError("dense accuracy needs a model with a mesh head (HeadCfg.mesh)")
+    split_dir = Path(split_dir)
+    rows = []
+    for meta in read_meta(split_dir):
+        image = read_image(split_dir / "images" / meta["path"])
+        rows += [{"image": meta["path"], **r} for r in image_errors(detector, image, meta, cfg)]
+    nmes = np.array([r["nme"] for r in rows if r["nme"] is not None], dtype=np.float64)
+    return {
+        "nme": float(nmes.mean()) if len(nmes) else None,
+        "nme_median": float(np.median(nmes)) if len(nmes) else None,
+        "faces": len(rows),
+        "matched": int(sum(r["matched"] for r in rows)),
+        "scored": len(nmes),
+        "settings": {**cfg.__dict__, "normaliser": "sqrt(w h) of the ground-truth box", "vertices": "visible"},
+    }
