@@ -329,7 +329,9 @@ class PixelCfg:
     For each image, the ``max_faces`` largest faces at least ``min_face`` pixels tall (after augmentation) are
     rendered, each by its best-matching positive anchor, into a square crop of ``crop_size`` pixels around its
     box (side ``crop_margin`` times the box's longer side); smaller faces get no pixel loss. ``finetune_decoder``:
-    the pre-trained mesh decoder is trained with the detector (one process only) or kept frozen.
+    the pre-trained mesh decoder is trained with the detector (one process only) or kept frozen. ``antialias``:
+    render with silhouette antialiasing (gradients through the face's outline, ``retina.render.antialias``); off,
+    as with the paper's renderer, gradients reach the geometry only inside triangles.
     """
 
     crop_size: int = 64
@@ -337,6 +339,7 @@ class PixelCfg:
     min_face: float = 16.0
     crop_margin: float = 1.2
     finetune_decoder: bool = False
+    antialias: bool = False
 
     def __post_init__(self) -> None:
         if self.crop_size < 8 or self.max_faces < 1:

@@ -2,11 +2,15 @@
 
 For a face chosen by :func:`select_faces`, its best-matching positive anchor's shape-and-texture code is decoded
 to a mesh (``FaceDecoder``), posed and lit by the anchor's camera and light, and rendered into the face's square
-crop (:mod:`retina.dense.crops`, ``PixelCfg.crop_size`` pixels); the loss is the per-pixel L1 norm (summed over
-RGB in [0, 1]) between the rendering and the image crop, summed over the pixels the mesh covers and divided by
-the crop's W x H (eq. 5's normalisation). Uncovered pixels add nothing: the rasteriser has no gradient through
-silhouettes (``retina.render.torch_backend``), so they would only add a constant. The per-face losses are summed;
-the caller divides by the number of rendered faces over the global batch, as for the other losses.
+crop (:mod:`retina.dense.crops`, ``PixelCfg.crop_size`` pixels); the loss is eq. 5 as written: the per-pixel L1
+norm (summed over RGB in [0, 1]) between the rendering (black where the mesh does not cover) and the image crop,
+averaged over the crop's W x H pixels. By default gradients reach the geometry only inside triangles, as with the
+paper's renderer; ``PixelCfg.antialias`` adds gradients through the outline (:mod:`retina.render.antialias`).
+The per-face losses are summed; the caller divides by the number of rendered faces over the global batch, as for
+the other losses.
+
+What this loss can and cannot do on SynthFace is measured by ``benchmarks/pixel_fit.py`` (fitting single faces by
+the pixel loss alone) and the mesh ablation's dense NME column.
 """
 
 from __future__ import annotations
@@ -66,13 +70,12 @@ def select_faces(targets: Sequence[Target], priors: Tensor, assigned: Assigned, 
     return FaceSelection(torch.cat(batch), torch.cat(anchor), torch.cat(boxes))
 
 
-def photometric_l1(rendered: Tensor, mask: Tensor, target: Tensor) -> Tensor:
-    """Per face (K,): sum over covered pixels of ``|rendered - target|_1`` (over channels), divided by H x W.
+def photometric_l1(rendered: Tensor, target: Tensor) -> Tensor:
+    """Per face (K,): ``|rendered - target|_1`` over channels, averaged over the H x W pixels (eq. 5).
 
-    rendered, target (K, H, W, 3); mask (K, H, W) bool.
+    rendered, target (K, H, W, 3).
     """
-    diff = (rendered - target).abs().sum(-1) * mask
-    return diff.flatten(1).sum(1) / (mask.shape[1] * mask.shape[2])
+    return (rendered - target).abs().sum(-1).flatten(1).mean(1)
 
 
 def pixel_loss(
@@ -98,9 +101,9 @@ def pixel_loss(
     size = cfg.crop_size
     render = render_mesh(
         mesh[..., :3], decoder.triangles, mesh[..., 3:], crop_camera(camera, size), light, (size, size),
-        backend_name=backend,
+        backend_name=backend, antialias=cfg.antialias,
     )  # fmt: skip
     crops = square_crops(selection.boxes.float(), cfg.crop_margin)
     rgb = images.permute(0, 3, 1, 2).flip(1).float() / 255.0  # BGR uint8 -> RGB in [0, 1]
     target = crop_images(rgb, b, crops, size).permute(0, 2, 3, 1)  # (K, S, S, 3)
-    return photometric_l1(render.image, render.mask, target).sum() + touch
+    return photometric_l1(render.image, target).sum() + touch

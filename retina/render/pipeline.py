@@ -15,6 +15,7 @@ import torch
 
 from retina.errors import RetinaError
 from retina.render import torch_backend
+from retina.render.antialias import antialias as antialias_silhouette
 from retina.render.camera import model_to_camera, perspective
 from retina.render.light import lambertian, split_light, vertex_normals
 from retina.render.types import Raster
@@ -59,17 +60,21 @@ def render_mesh(
     near: float = 0.1,
     far: float = 100.0,
     backend_name: str = "torch",
+    antialias: bool = False,
 ) -> Rendering:
     """Render meshes that share a triangle list.
 
     vertices (Tensor[B, V, 3]) model frame; tris (Tensor[T, 3]); colors (Tensor[B, V, 3]) albedo;
     camera (Tensor[B, 7]) = translation (3, camera frame), pose (pitch, yaw, roll radians), focal
     (pixels; principal point at the image centre); light (Tensor[B, 9]) = point-light position (camera
-    frame), light colour, ambient colour; resolution (H, W).
+    frame), light colour, ambient colour; resolution (H, W). ``antialias``: blend the outer silhouette
+    (:func:`retina.render.antialias.antialias`), which gives gradients through the outline; ``mask`` stays the
+    hard coverage.
     """
     be = backend(backend_name)
     points = model_to_camera(vertices, camera[:, 3:6], camera[:, 0:3])
-    raster = be.rasterize(perspective(points, camera[:, 6], resolution, None, near, far), tris, resolution)
+    clip = perspective(points, camera[:, 6], resolution, None, near, far)
+    raster = be.rasterize(clip, tris, resolution)
     normals = vertex_normals(points, tris)
     attrs = be.interpolate(torch.cat([colors, normals, points], -1), raster, tris)
     mask = raster.mask
@@ -78,4 +83,6 @@ def render_mesh(
     position, color, ambient = split_light(light)
     shaded = lambertian(px[:, 0:3], px[:, 3:6], px[:, 6:9], position[bi], color[bi], ambient[bi])
     image = attrs.new_zeros((*mask.shape, 3)).index_put((bi, yi, xi), shaded)
+    if antialias:
+        image = antialias_silhouette(image, raster, clip, tris)
     return Rendering(image, mask, raster)
