@@ -35,6 +35,7 @@ class Commands:
     gallery: str
     landmarks: str
     verification: str
+    dense: str
 
 
 LOCAL = Commands(
@@ -46,6 +47,7 @@ LOCAL = Commands(
     gallery="python benchmarks/gallery.py",
     landmarks="nox -s landmarks",
     verification="nox -s verification",
+    dense="python benchmarks/pixel_step.py; python benchmarks/pixel_fit.py; python benchmarks/dense_gallery.py",
 )
 PUBLISH = Commands(
     evaluation="python benchmarks/main_job.py --publish",
@@ -56,6 +58,8 @@ PUBLISH = Commands(
     gallery="python benchmarks/gallery.py --publish",
     landmarks="nox -s landmarks -- --mtcnn-weights DIR --publish",
     verification="nox -s verification -- --mtcnn-weights DIR --publish",
+    dense="python benchmarks/pixel_step.py --publish; python benchmarks/pixel_fit.py --publish; "
+    "python benchmarks/dense_gallery.py --publish",
 )
 
 
@@ -76,11 +80,6 @@ class Section:
 def not_run(title: str, what: str, commands: Sequence[str]) -> Section:
     lines = [f"*Not run:* no {what} records. Make them with: " + "; ".join(f"`{c}`" for c in commands) + ".", ""]
     return Section(title, tuple(lines), missing=tuple(commands))
-
-
-def not_built(title: str, what: str, issue: str) -> Section:
-    """A section whose producing job the suite does not have yet (nothing to run)."""
-    return Section(title, (f"*Not available yet:* the suite has no {what} job yet ({issue}).", ""))
 
 
 def md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -402,17 +401,60 @@ def synth_speed_section(records: RecordSet, commands: Commands) -> Section:
 # --- records of later issues: verification and the dense branch -----------------------------------------
 
 
-def tabular_section(records: RecordSet, kind: str, title: str, issue: str) -> Section:
-    """Records carrying ``table`` (a list of rows, each a {column: value} mapping) shown as they are."""
-    sources = records.of(kind)
-    if not sources:
-        return not_built(title, kind, issue)
-    lines: list[str] = []
+def _decoder_lines(records: RecordSet) -> tuple[list[str], list[Source]]:
+    """The committed mesh decoder's held-out errors, from its record (``retina/weights/mesh_decoder.json``)."""
+    sources = [s for s in records.of("checkpoint") if str(s.record.get("kind", "")).startswith("mesh decoder")]
+    lines = []
     for s in sources:
-        rows = s.record.get("table") or []
+        r = s.record
+        held, base = r["heldout"], r["baseline_mean_face"]
+        lines += [
+            f"Mesh decoder `{r['checkpoint']}` (pre-trained on the suite's morphable face space, `{r['command']}`): "
+            f"held-out shape error {100 * held['shape_error_iod']:.2f}% of the inter-ocular distance (mean face "
+            f"{100 * base['shape_error_iod']:.2f}%), colour error {held['colour_error_255']:.1f}/255 (mean face "
+            f"{base['colour_error_255']:.1f}). *{caption(s)}*",
+            "",
+        ]
+    return lines, sources
+
+
+def dense_section(records: RecordSet, commands: Commands) -> Section:
+    """The dense branch: the decoder's pre-training, the pixel loss's cost and what it fits, predicted meshes.
+
+    The mesh ablation (its dense NME column) has its own section."""
+    import cv2
+
+    title = "Dense branch"
+    lines, sources = _decoder_lines(records)
+    tables = records.of("dense")
+    gallery = records.of("dense_gallery")
+    for s in tables:
+        r = s.record
+        lines += [f"**{r.get('what', s.path.stem)}**", ""]
+        rows = r.get("table") or []
         header = list(dict.fromkeys(k for row in rows for k in row))
-        lines += [*md_table(header, [[row.get(h, "") for h in header] for row in rows]), "", f"*{caption(s)}*", ""]
-    return Section(title, tuple(lines), tuple(sources))
+        lines += [*md_table(header, [[row.get(h, "") for h in header] for row in rows]), ""]
+        lines += ([r["finding"], ""] if r.get("finding") else []) + [f"*{caption(s)}*", ""]
+    figs = {}
+    for k, s in enumerate(gallery):
+        r = s.record
+        panels = []
+        for item, path in zip(r["images"], s.extra_files, strict=True):
+            nmes = [f["nme"] for f in item["faces"] if f["nme"] is not None]
+            text = f"mean NME {100 * sum(nmes) / len(nmes):.1f}% over {len(nmes)} faces" if nmes else "no face matched"
+            panels.append((cv2.imread(str(path))[:, :, ::-1], f"{item['source']}: {text}"))
+        figs[f"dense_gallery_{k}.png"] = figures.gallery(panels, columns=len(panels))
+        lines += figure_line(
+            f"dense_gallery_{k}.png",
+            "predicted meshes",
+            f"Predicted meshes (rendered, blended 60%) of checkpoint `{r['checkpoint']}` over {r['data']}; green: "
+            "every 8th visible vertex of the true mesh. " + caption(s),
+        )
+    sources += tables + gallery
+    if not tables and not gallery:
+        lines += [f"*Not run:* no dense-branch benchmark records. Make them with: `{commands.dense}`.", ""]
+        return Section(title, tuple(lines), tuple(sources), missing=(commands.dense,))
+    return Section(title, tuple(lines), tuple(sources), figs)
 
 
 def landmarks_section(records: RecordSet, commands: Commands) -> Section:
@@ -519,6 +561,6 @@ def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str
         synth_speed_section(records, commands),
         landmarks_section(records, commands),
         verification_section(records, commands),
-        tabular_section(records, "dense", "Dense branch", "issue 11"),
+        dense_section(records, commands),
         gallery_section(records, commands),
     ]

@@ -34,6 +34,7 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "landmarks": ("landmarks/landmarks.json",),
         "verification": ("verification/*.json",),
         "dense": ("dense/*.json",),
+        "dense_gallery": ("dense_gallery/*.json",),
     }
 )
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"
@@ -133,7 +134,8 @@ def collect(roots: Sequence[Path], kinds: Iterable[str] = PATTERNS) -> RecordSet
                         continue
                     seen.add(path.relative_to(root))
                     record = read_record(path, kind)
-                    extra = _gallery_image(path, record) if kind == "gallery" else _beside(kind, path)
+                    galleries = ("gallery", "dense_gallery")
+                    extra = _gallery_image(path, record) if kind in galleries else _beside(kind, path)
                     sources.append(Source(kind, path, record, extra))
         found[kind] = sources
     return RecordSet(tuple(roots), found)

@@ -13,7 +13,9 @@ covered pixels (self-occlusion outlines) are not blended either: the outer outli
 
 The blend is the 1-D box-filter coverage of a straight edge between two pixel centres, the idea behind
 post-process antialiasing of rasterised images (as in nvdiffrast's ``antialias``, whose code is not used here).
-Colours of a pixel in several pairs receive the sum of their blends.
+Colours of a pixel in several pairs receive the sum of their blends. Limits: an edge shared by three or more
+triangles is paired with one of them only; triangles with a vertex at or behind the camera are not clipped, so
+their screen orientation (and the silhouette test of their edges) can be wrong.
 """
 
 from __future__ import annotations
@@ -103,5 +105,5 @@ def antialias(color: Tensor, raster: Raster, pos_clip: Tensor, tris: Tensor) -> 
     c_in, c_out = color[b, yi, xi], color[b, yo, xo]
     spill_out = (t_exit - 0.5).clamp(min=0)[:, None] * (c_in - c_out)  # the surface reaches into the uncovered pixel
     spill_in = (0.5 - t_exit).clamp(min=0)[:, None] * (c_out - c_in)  # the background reaches into the covered one
-    out = color.index_put((b, yo, xo), spill_out, accumulate=True)
-    return out.index_put((b, yi, xi), spill_in, accumulate=True)
+    out = color.index_put((b, yo, xo), spill_out.to(color.dtype), accumulate=True)
+    return out.index_put((b, yi, xi), spill_in.to(color.dtype), accumulate=True)
