@@ -6,7 +6,7 @@
 For each of the first ``--images`` val images of the mesh ablation's SynthFace pair (synthetic data), every face of
 at least 16 px gets its prediction as :mod:`retina.dense.accuracy` picks it (the anchor of highest score >= 0.5
 with box IoU >= 0.5); the decoded, posed, lit mesh is rendered into the crop of its predicted box and blended over
-the image (60 %), and the true mesh's visible vertices (every 8th) are dotted in green. Writes the drawn PNGs and
+the image (60 %), and the true mesh's visible vertices (every 8th) are dotted in green. Writes the drawn JPEGs and
 ``gallery.json`` (checkpoint and its sha256, per face: NME, box; provenance). The default checkpoint is the mesh
 ablation's ``+Lpts +Lpixel`` seed-0 run (``nox -s ablation_mesh``).
 """
@@ -126,8 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     for meta in metas:
         image = read_image(val / "images" / meta["path"])
         drawn = draw(image, meta, _meshes(detector, image, meta, cfg))
-        name = Path(meta["path"]).stem + "_mesh.png"
-        write_bytes(out / name, cv2.imencode(".png", drawn)[1].tobytes())
+        name = Path(meta["path"]).stem + "_mesh.jpg"
+        write_bytes(out / name, cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
         items.append({"image": name, "source": meta["path"], "faces": list(image_errors(detector, image, meta, cfg))})
     record = {
         "data": "SynthFace ablation val images (synthetic data)",

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "generate a SynthFace split in the WIDER FACE layouts"),
     "train": ("train", "train a detector (one process, or many under torchrun)"),
     "evaluate": ("evaluate", "run a detector on a WIDER-layout split and evaluate it (official protocol)"),
+    "mesh-pretrain": ("mesh_pretrain", "pre-train the dense branch's mesh decoder on the morphable face space"),
     "report": ("report", "build the report page (figures, tables) from records, in a repository checkout"),
 }
 

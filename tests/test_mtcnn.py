@@ -228,8 +228,8 @@ def _check_tie_swaps(ref: dict, ours: MtcnnFaces, candidates: MtcnnFaces, lost: 
         assert c >= 0, f"reference detection {i} is not among our candidates"
         twins = np.flatnonzero(ours.probs == candidates.probs[c])
         assert twins.size and (_min_overlap(candidates.boxes[c], ours.boxes[twins]) > 0.7).any()
-    for k in extra:  # and the reference kept its twin instead
-        assert (np.abs(ref_probs[lost] - ours.probs[k]) <= 1e-6).any()
+    for k in extra:  # and the reference kept its twin instead (its scores are rounded to 6 decimals: +-5e-7)
+        assert (np.abs(ref_probs[lost] - ours.probs[k]) <= 2e-6).any()
 
 
 @pytest.mark.parametrize("photo", PHOTOS)

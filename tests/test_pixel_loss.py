@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -478,3 +479,32 @@ def test_engine_finetunes_the_decoder_when_asked(toy, tmp_path):
 def test_engine_without_the_pixel_loss_logs_no_pixel(toy, tmp_path):
     rows, _ = _train(tmp_path / "off", toy, 0.0)
     assert rows and all("pixel" not in r and "rendered_faces" not in r for r in rows)
+
+
+# --- 7. GPU (pytest -m gpu; skipped without CUDA) ------------------------------------------------------
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA device")
+@pytest.mark.parametrize("backend", ["torch", "nvdiffrast"])
+def test_gpu_pixel_loss_matches_the_cpu(face_decoder, backend):
+    """The pixel loss on CUDA (torch or nvdiffrast rasteriser) equals the CPU torch one, value and gradients."""
+    if backend == "nvdiffrast":
+        pytest.importorskip("nvdiffrast", reason="needs nvdiffrast: pip install -e .[render]")
+    sel = FaceSelection(torch.tensor([0]), torch.tensor([1]), torch.tensor([[10.0, 10.0, 50.0, 54.0]]))
+    cfg = PixelCfg(crop_size=64)
+    results = []
+    for device, name in (("cpu", "torch"), ("cuda", backend)):
+        code, camera, light = (t.to(device).detach().requires_grad_() for t in _mesh_outputs(1, 3))
+        decoder = copy.deepcopy(face_decoder).to(device)
+        s = FaceSelection(*(t.to(device) for t in (sel.batch, sel.anchor, sel.boxes)))
+        loss = pixel_loss(_pred(code, camera, light), _image().to(device), s, decoder, cfg, backend=name)
+        loss.backward()
+        results.append((loss.item(), camera.grad.cpu(), light.grad.cpu()))
+    (cpu_loss, *cpu_grads), (gpu_loss, *gpu_grads) = results
+    assert math.isclose(cpu_loss, gpu_loss, rel_tol=2e-2)
+    for a, b in zip(cpu_grads, gpu_grads, strict=True):
+        cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
+        assert cos > 0.95

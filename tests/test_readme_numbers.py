@@ -74,3 +74,25 @@ def test_mesh_decoder_numbers():
     held, base = record["heldout"], record["baseline_mean_face"]
     _says(f"{100 * held['shape_error_iod']:.2f}% of the inter-ocular distance",
           f"(the mean face: {100 * base['shape_error_iod']:.2f}%)", f"{held['colour_error_255']:.1f}/255")  # fmt: skip
+
+
+def test_dense_branch_numbers():
+    step = _json("dense/pixel_step.json")
+    rows = {r["training step"]: r for r in step["table"]}
+    with_, without = (next(v for k, v in rows.items() if k.startswith(p)) for p in ("with Lpixel", "without"))
+    _says(f"takes {with_['median s']:.3f} s with the pixel loss and {without['median s']:.3f} s",
+          f"({step['ratio_with_over_without']:.2f}x")  # fmt: skip
+    fit = {r["method"]: r for r in _json("dense/pixel_fit.json")["table"]}
+    default = fit["default camera (no fitting)"]
+    eq5 = next(v for k, v in fit.items() if k.startswith("eq. 5 (whole crop"))
+    _says(f"from {default['mean NME %']:.2f}% (the default camera) to {eq5['mean NME %']:.2f}%",
+          f"(median {default['median NME %']:.2f}% -> {eq5['median NME %']:.2f}%",
+          f"true pose gives {fit['oracle: true pose, best translation (mean face)']['mean NME %']:.2f}%")  # fmt: skip
+    table = pd.read_csv(RECORDS / "ablations" / "mesh" / "table.csv")
+    ours = table[table["source"].str.startswith("measured")].set_index("variant")
+    _says(f"hard AP is {ours.loc['base', 'hard_mean']:.2f} ± {ours.loc['base', 'hard_std']:.2f}")
+    px = ours.loc["lpixel"]
+    _says(f"AP {px['hard_diff']:+.2f} ± {px['hard_diff_std']:.2f} points (paired p = {px['hard_p_paired']:.2f})",
+          f"dense NME {px['dense_nme_diff']:+.2f} ± {px['dense_nme_diff_std']:.2f} points")  # fmt: skip
+    lp = ours.loc["lpts"]
+    _says(f"lowers the dense NME by {-lp['dense_nme_diff']:.2f} ± {lp['dense_nme_diff_std']:.2f} points")

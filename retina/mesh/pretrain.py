@@ -355,6 +355,12 @@ def package(out_dir: Path, dest: Path, command: str) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m retina.mesh.pretrain", description=__doc__.split("\n")[0])
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The pre-training options (also those of ``retina mesh-pretrain``)."""
     p.add_argument("--out", type=Path, required=True, help="run folder (metrics.jsonl, mesh_decoder.pth, record.json)")
     p.add_argument("--recipe", default="synth-cpu", help="preset (default synth-cpu)")
     p.add_argument("--iterations", type=int, help="override the recipe's iterations")
@@ -368,12 +374,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 8x slower)",
     )
     p.add_argument("--package", type=Path, help="also copy the run to DIR/mesh_decoder.{pth,json,metrics.jsonl}")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line; user errors print one line and return 2."""
     args = build_parser().parse_args(argv)
+    return run(args, "python -m retina.mesh.pretrain " + " ".join(sys.argv[1:] if argv is None else argv))
+
+
+def run(args: argparse.Namespace, command: str) -> int:
+    """Pre-train (and package) as parsed by :func:`add_arguments`; ``command`` is recorded in the package."""
     names = {"iterations": "iterations", "train_samples": "train_samples", "heldout_samples": "heldout_samples"}
     overrides = {v: getattr(args, k) for k, v in {**names, "seed": "seed"}.items() if getattr(args, k) is not None}
     try:
@@ -383,7 +393,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RetinaError(f"--out {args.out} is a file, not a folder")
         record = pretrain(cfg, args.out)
         if args.package is not None:
-            command = "python -m retina.mesh.pretrain " + " ".join(sys.argv[1:] if argv is None else argv)
             print(f"packaged: {package(args.out, args.package, command)}")
     except (RetinaError, OSError, ValueError) as exc:
         print(f"pretrain: error: {exc}", file=sys.stderr)
