@@ -26,12 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from retina.api import Detector
 from retina.data.synth import read_meta
-from retina.dense.accuracy import DenseCfg, image_errors, true_mesh
+from retina.dense.accuracy import DenseCfg, image_errors, match_faces, true_mesh
 from retina.dense.crops import crop_camera, square_crops
 from retina.images import read_image
 from retina.mesh.hierarchy import default_hierarchy
-from retina.postprocess import face_scores
-from retina.protocols import Resize
 from retina.render import render_mesh
 from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json
 
@@ -49,32 +47,19 @@ def _val_split() -> Path:
 @torch.inference_mode()
 def _meshes(detector: Detector, image: np.ndarray, meta: dict[str, Any], cfg: DenseCfg) -> list[dict[str, Any]]:
     """Per matched face: the square crop (4,) xyxy and the rendering (S, S, 3) RGB + mask (S, S) at crop size."""
-    from torchvision.ops import box_iou
-
-    from retina.coding import decode_boxes
-
-    x = detector.to_tensor([detector.prepare(image, Resize())])
-    pred = detector.forward(x)
-    priors = detector.priors(tuple(x.shape[-2:]), pred.boxes.dtype, pred.boxes.device)
-    scores = face_scores(pred.logits[0].float())
-    boxes = decode_boxes(pred.boxes[0].float(), priors, detector.cfg.priors.variances)
-    out = []
+    faces = [f for f in meta["faces"] if f["box"][3] >= cfg.min_face]
+    m = match_faces(detector, image, faces, cfg)
     decoder = detector.model.mesh_decoder
-    for face in meta["faces"]:
-        bx, by, bw, bh = face["box"]
-        if bh < cfg.min_face:
+    out = []
+    for face, a in zip(faces, m.anchor.tolist(), strict=True):
+        if a < 0:
             continue
-        gt = torch.tensor([[bx, by, bx + bw, by + bh]], dtype=boxes.dtype)
-        ok = (box_iou(gt, boxes)[0] >= cfg.match_iou) & (scores >= cfg.score_threshold)
-        if not ok.any():
-            continue
-        a = int(torch.where(ok, scores, -1.0).argmax())
-        crop = square_crops(boxes[a : a + 1], cfg.crop_margin)[0]
+        crop = square_crops(m.boxes[a : a + 1], cfg.crop_margin)[0]
         size = max(8, round(float(crop[2] - crop[0])))
-        mesh = decoder(pred.mesh_code[0, a : a + 1].float())
-        camera = crop_camera(pred.mesh_camera[0, a : a + 1].float(), size)
-        r = render_mesh(mesh[..., :3], decoder.triangles, mesh[..., 3:], camera, pred.mesh_light[0, a : a + 1].float(),
-                        (size, size), antialias=True)  # fmt: skip
+        mesh = decoder(m.pred.mesh_code[0, a : a + 1].float())
+        camera = crop_camera(m.pred.mesh_camera[0, a : a + 1].float(), size)
+        light = m.pred.mesh_light[0, a : a + 1].float()
+        r = render_mesh(mesh[..., :3], decoder.triangles, mesh[..., 3:], camera, light, (size, size), antialias=True)
         out.append(
             {"face": face, "crop": crop.numpy(), "image": r.image[0].clamp(0, 1).numpy(), "mask": r.mask[0].numpy()}
         )

@@ -103,6 +103,32 @@ def predicted_uv(detector: Detector, pred: Any, anchors: Tensor, boxes: Tensor, 
     return crop_to_image(project(pts, camera[:, 6], centre), square_crops(boxes, margin))
 
 
+@dataclass(frozen=True, eq=False)
+class FaceMatches:
+    """A detector's prediction for the faces of one image: ``pred`` its MeshPredictions (batch of 1), boxes
+    (A, 4) xyxy every anchor's decoded box (image pixels), anchor (N,) int64 each face's chosen anchor, -1 when
+    no anchor matches it."""
+
+    pred: Any
+    boxes: Tensor
+    anchor: Tensor
+
+
+@torch.inference_mode()
+def match_faces(detector: Detector, image: np.ndarray, faces: list[dict[str, Any]], cfg: DenseCfg) -> FaceMatches:
+    """Run the detector on ``image`` (H, W, 3) uint8 BGR at its size and pick, per face record, the anchor of
+    highest score >= ``cfg.score_threshold`` whose box overlaps the face's by IoU >= ``cfg.match_iou``."""
+    x = detector.to_tensor([detector.prepare(image, Resize())])
+    pred = detector.forward(x)
+    priors = detector.priors(tuple(x.shape[-2:]), pred.boxes.dtype, pred.boxes.device)
+    scores = face_scores(pred.logits[0].float())
+    boxes = decode_boxes(pred.boxes[0].float(), priors, detector.cfg.priors.variances)
+    gt = torch.tensor([_xyxy(f["box"]) for f in faces], dtype=boxes.dtype, device=boxes.device).view(-1, 4)
+    ok = (box_iou(gt, boxes) >= cfg.match_iou) & (scores >= cfg.score_threshold)[None]
+    best = torch.where(ok, scores[None], -1.0).argmax(1)
+    return FaceMatches(pred, boxes, torch.where(ok.any(1), best, -1))
+
+
 @torch.inference_mode()
 def image_errors(detector: Detector, image: np.ndarray, meta: dict[str, Any], cfg: DenseCfg) -> Iterator[dict]:
     """Per scored face of one image: {"face", "size_px", "matched", "nme" (None when not matched)}."""
@@ -110,25 +136,17 @@ def image_errors(detector: Detector, image: np.ndarray, meta: dict[str, Any], cf
     faces = [(k, f) for k, f in enumerate(meta["faces"]) if f["box"][3] >= cfg.min_face]
     if not faces:
         return
-    x = detector.to_tensor([detector.prepare(image, Resize())])
-    pred = detector.forward(x)
-    priors = detector.priors(tuple(x.shape[-2:]), pred.boxes.dtype, pred.boxes.device)
-    scores = face_scores(pred.logits[0].float())
-    boxes = decode_boxes(pred.boxes[0].float(), priors, detector.cfg.priors.variances)
-    gt = torch.tensor([_xyxy(f["box"]) for _, f in faces], dtype=boxes.dtype, device=boxes.device)
-    ok = (box_iou(gt, boxes) >= cfg.match_iou) & (scores >= cfg.score_threshold)[None]
-    best = torch.where(ok, scores[None], -1.0).argmax(1)
-    matched = ok.any(1)
-    chosen = best[matched]
+    m = match_faces(detector, image, [f for _, f in faces], cfg)
+    chosen = m.anchor[m.anchor >= 0]
     uv = (
-        predicted_uv(detector, pred, chosen, boxes[chosen], cfg.crop_margin).double().cpu().numpy()
+        predicted_uv(detector, m.pred, chosen, m.boxes[chosen], cfg.crop_margin).double().cpu().numpy()
         if len(chosen)
         else None
     )
     j = 0
-    for (k, face), hit in zip(faces, matched.cpu().tolist(), strict=True):
-        row = {"face": k, "size_px": face["box"][3], "matched": hit, "nme": None}
-        if hit:
+    for (k, face), anchor in zip(faces, m.anchor.cpu().tolist(), strict=True):
+        row = {"face": k, "size_px": face["box"][3], "matched": anchor >= 0, "nme": None}
+        if anchor >= 0:
             truth = true_mesh(face, hierarchy, image.shape[:2])
             if truth.visible.any():
                 err = np.linalg.norm(uv[j] - truth.uv, axis=1)[truth.visible].mean()
