@@ -123,5 +123,6 @@ def ablation_dcn(session: nox.Session) -> None:
 def ablation_mesh(session: nox.Session) -> None:
     """The dense branch's pixel loss (paper Table 3 rows FPN+Context / +Lpts / +Lpixel / +Lpts +Lpixel), every row
     with the mesh head; arguments as for ``ablation_landmarks``. The CPU setting: 1,000 iterations, 3 seeds, and
-    the dense NME of the predicted meshes on SynthFace val as a column; results in results/ablations/mesh/."""
+    the dense NME of the predicted meshes on SynthFace val as a column, about 37 min on 2 cores; results in
+    results/ablations/mesh/."""
     _ablation(session, "mesh")
