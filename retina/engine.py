@@ -328,6 +328,11 @@ def _place(ctx: _Context, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     net: nn.Module = model
     if ctx.cuda and not ctx.train_cfg.freeze_bn:  # batch statistics over the global batch (CUDA only in torch)
         net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    # The mesh decoder's sparse graph matrices are buffers derived from the mesh, the same in every process, and
+    # DDP cannot broadcast sparse tensors: it is told to leave them alone.
+    sparse = [name for name, buffer in net.named_buffers() if buffer.is_sparse]
+    if sparse:
+        nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(net, sparse)
     # a mesh head without the pixel loss gets no gradient: DDP must be told to expect unused parameters
     unused = ctx.model_cfg.head.mesh and not _pixel_on(ctx)
     return nn.parallel.DistributedDataParallel(

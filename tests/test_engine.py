@@ -120,3 +120,28 @@ def test_two_process_ddp_follows_one_process(toy, tmp_path):
     lb = [json.loads(x)["loss"] for x in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
     assert len(la) == len(lb) == 4
     assert la == pytest.approx(lb, rel=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("torchrun"), reason="torchrun not on PATH")
+@pytest.mark.parametrize("pixel_weight", ["0.01", "0"])
+def test_two_process_ddp_with_the_mesh_head(toy, tmp_path, pixel_weight):
+    """The mesh preset under 2 gloo processes: with the pixel loss (its count all-reduced) the run follows one
+    process with the global batch; without it the unused mesh head does not stop DDP."""
+    common = ["--data-root", str(toy.images.parent), "--batch-size", "4", "--max-iterations", "2",
+              "--image-size", "64", "--freeze-bn", "--workers", "0", "--no-progress", "--log-every", "1",
+              "--checkpoint-every", "100", "--preset", "mobilenet0.25-mesh",
+              "--pixel-weight", pixel_weight]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = [sys.executable, "-m", "retina.cli", "train", "--out", str(tmp_path / "one"), *common]
+    one = subprocess.run(single, env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launcher = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "retina.cli", "train"]
+    two = subprocess.run([*launcher, "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    la, lb = (
+        [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two")
+    )
+    assert [r["loss"] for r in la] == pytest.approx([r["loss"] for r in lb], rel=1e-4)
+    assert ("pixel" in la[-1]) == (pixel_weight != "0") and ("pixel" in lb[-1]) == (pixel_weight != "0")

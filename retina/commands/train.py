@@ -52,6 +52,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int_in_range(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE))
     g.add_argument("--seed", type=int_in_range(0, MAX_SEED))
     g.add_argument("--landmark-weight", type=non_negative_float, help="weight of the landmark loss (0 disables it)")
+    g.add_argument(
+        "--pixel-weight",
+        type=non_negative_float,
+        help="weight of the dense branch's pixel loss (a -mesh preset; default 0.01, 0 disables it)",
+    )
     g.add_argument("--freeze-bn", action="store_true", help="keep BatchNorm statistics fixed")
 
 
@@ -62,6 +67,8 @@ def train_config(args: argparse.Namespace) -> TrainCfg:
     augment: AugmentCfg = cfg.augment
     if args.landmark_weight is not None:
         loss = dataclasses.replace(loss, w_landmarks=args.landmark_weight)
+    if args.pixel_weight is not None:
+        loss = dataclasses.replace(loss, w_pixel=args.pixel_weight)
     if args.image_size is not None:
         augment = dataclasses.replace(augment, image_size=args.image_size)
     overrides = {
