@@ -46,6 +46,7 @@ from retina.losses import assign, losses, weighted_total
 from retina.mesh.pretrain import DEFAULT_DECODER, load_mesh_decoder
 from retina.preprocess import normalize
 from retina.priors import make_priors
+from retina.render import backend
 from retina.results import file_sha256, git_commit, provenance, utc_now, write_json, write_text
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
@@ -305,6 +306,8 @@ def _prepare_decoder(ctx: _Context, model: nn.Module) -> None:
     finetune = ctx.train_cfg.pixel.finetune_decoder
     if finetune and ctx.dist.world > 1:
         raise RetinaError("fine-tuning the mesh decoder is supported in one process only; set finetune_decoder off")
+    if _pixel_on(ctx):
+        backend(ctx.run.renderer)  # an unknown or unavailable renderer fails here, before any training
     if ctx.run.mesh_decoder is not None:
         decoder.load_state_dict(load_mesh_decoder(ctx.run.mesh_decoder)[0].state_dict())
     decoder.requires_grad_(finetune)

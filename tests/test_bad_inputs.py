@@ -111,6 +111,7 @@ CASES = [
     Case("train batch 0", TRAIN + " --batch-size 0", "--batch-size: expected an integer >= 1, got '0'"),
     Case("train epochs 0", TRAIN + " --epochs 0", "--epochs: expected a finite number > 0, got '0'"),
     Case("train image size 16", TRAIN + " --image-size 16", "--image-size: expected an integer in [32, 4096]"),
+    Case("train pixel weight -1", TRAIN + " --pixel-weight -1", "--pixel-weight: expected a finite number >= 0"),
     Case("train workers -1", TRAIN + " --workers -1", "--workers: expected an integer >= 0, got '-1'"),
     Case("train unknown recipe", TRAIN + " --recipe fast", "--recipe: invalid choice: 'fast'"),
     Case("train no images", "train --out {out}/t --data-root {empty}", "empty: images not found"),

@@ -17,6 +17,7 @@ from retina.data.dataset import SplitPaths, Target
 from retina.dense.crops import CANONICAL_CROP, crop_camera, crop_images, crop_to_image, square_crops
 from retina.dense.pixel import FaceSelection, photometric_l1, pixel_loss, select_faces
 from retina.engine import RunSpec, train
+from retina.errors import RetinaError
 from retina.losses import assign
 from retina.matching import POSITIVE
 from retina.mesh.pretrain import DEFAULT_DECODER, load_mesh_decoder
@@ -479,6 +480,16 @@ def test_engine_finetunes_the_decoder_when_asked(toy, tmp_path):
 def test_engine_without_the_pixel_loss_logs_no_pixel(toy, tmp_path):
     rows, _ = _train(tmp_path / "off", toy, 0.0)
     assert rows and all("pixel" not in r and "rendered_faces" not in r for r in rows)
+
+
+def test_engine_refuses_an_unavailable_renderer_before_training(toy, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: the nvdiffrast backend may work")
+    cfg = TrainCfg(recipe="test", batch_size=2, max_iterations=1, augment=AugmentCfg(image_size=64))
+    spec = RunSpec(out_dir=tmp_path / "r", data=toy, workers=0, progress=False, renderer="nvdiffrast")
+    with pytest.raises(RetinaError, match="nvdiffrast backend needs"):
+        train(MESH_MODEL, cfg, spec)
+    assert not (tmp_path / "r" / "last.pth").exists()
 
 
 # --- 7. GPU (pytest -m gpu; skipped without CUDA) ------------------------------------------------------

@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--workers", type=non_negative_int, default=2, help="data loader worker processes per training process"
     )
     p.add_argument("--pretrained-backbone", type=Path, help="local ImageNet backbone weights file")
+    p.add_argument(
+        "--renderer",
+        choices=["torch", "nvdiffrast"],
+        default="torch",
+        help="rasteriser of the pixel loss (a -mesh preset): torch (any device) or nvdiffrast (CUDA, extra render)",
+    )
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="iterations between checkpoints")
     p.add_argument("--log-every", type=positive_int, default=10, help="iterations between metric records")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -102,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
         pretrained_backbone=args.pretrained_backbone,
         progress=not args.no_progress,
         data_label=label,
+        renderer=args.renderer,
     )
     record = train(preset(args.preset), train_config(args), run_spec)
     if record["finished"] and not record.get("nothing_to_do"):  # the engine said "already finished"
