@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU checks in a few minutes, for when a CUDA machine is at hand (no internet needed):
-#   1. the GPU tests (pytest -m gpu),
+#   1. the GPU tests (pytest -m gpu; among them the pixel loss on CUDA with both rasterisers against the CPU),
 #   2. the GPU speed grid (fp32, bf16, fp16 autocast; batch throughput; peak memory) for the three presets
 #      at VGA / HD / 4K, plus mobilenet0.25 and resnet152-paper in bf16/fp16 with channels-last memory,
 #   3. the report (tables beside the paper's table 5, plot),
