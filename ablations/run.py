@@ -40,7 +40,7 @@ from retina.data.dataset import SplitPaths
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit
 from retina.protocols import PROTOCOLS
-from retina.results import REPO_ROOT, provenance, staged_folder, write_json
+from retina.results import REPO_ROOT, file_id, provenance, staged_folder, write_json
 
 DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
 PUBLISHED = REPO_ROOT / "reports" / "records" / "ablations"
@@ -103,20 +103,13 @@ def run_key(plan: Plan, variant: Variant) -> str:
         "data": plan.data_id,
         "protocol": plan.setting.protocol,
         "post": to_dict(PostCfg()),
-        "backbone_init": backbone_init_id(plan.pretrained_backbone),
+        "backbone_init": file_id(plan.pretrained_backbone),
     }
     if variant.model.head.mesh:  # the pre-trained decoder every mesh row starts from (absent: keys unchanged)
         from retina.mesh.pretrain import DEFAULT_DECODER
 
-        content["mesh_decoder_init"] = backbone_init_id(DEFAULT_DECODER)
+        content["mesh_decoder_init"] = file_id(DEFAULT_DECODER)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def backbone_init_id(path: Path | None) -> dict[str, str] | None:
-    """What identifies a run's starting backbone: its file name and sha256 (None: random initialisation)."""
-    from retina.results import file_sha256
-
-    return None if path is None else {"file": path.name, "sha256": file_sha256(path)}
 
 
 def seeded(variant: Variant, seed: int) -> Variant:
@@ -255,7 +248,7 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
             "final_losses": train_record["final_losses"],
             "run_dir": str(out),
         },
-        "backbone_init": backbone_init_id(plan.pretrained_backbone),
+        "backbone_init": file_id(plan.pretrained_backbone),
         "eval": {"wall_s": eval_seconds, "results": str(paths["json"])},
         "provenance": provenance(ablation=plan.ablation.name, variant=variant.key, seed=seed),
     }

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from retina.api import Detector
 from retina.data.synth import read_meta
-from retina.dense.accuracy import DenseCfg, image_errors, match_faces, true_mesh
+from retina.dense.accuracy import DenseCfg, FaceMatches, face_errors, match_faces, scored_faces, true_mesh
 from retina.dense.crops import crop_camera, square_crops
 from retina.images import read_image
 from retina.mesh.hierarchy import default_hierarchy
@@ -45,10 +45,8 @@ def _val_split() -> Path:
 
 
 @torch.inference_mode()
-def _meshes(detector: Detector, image: np.ndarray, meta: dict[str, Any], cfg: DenseCfg) -> list[dict[str, Any]]:
+def _meshes(detector: Detector, faces: list[dict[str, Any]], m: FaceMatches, cfg: DenseCfg) -> list[dict[str, Any]]:
     """Per matched face: the square crop (4,) xyxy and the rendering (S, S, 3) RGB + mask (S, S) at crop size."""
-    faces = [f for f in meta["faces"] if f["box"][3] >= cfg.min_face]
-    m = match_faces(detector, image, faces, cfg)
     decoder = detector.model.mesh_decoder
     out = []
     for face, a in zip(faces, m.anchor.tolist(), strict=True):
@@ -60,9 +58,8 @@ def _meshes(detector: Detector, image: np.ndarray, meta: dict[str, Any], cfg: De
         camera = crop_camera(m.pred.mesh_camera[0, a : a + 1].float(), size)
         light = m.pred.mesh_light[0, a : a + 1].float()
         r = render_mesh(mesh[..., :3], decoder.triangles, mesh[..., 3:], camera, light, (size, size), antialias=True)
-        out.append(
-            {"face": face, "crop": crop.numpy(), "image": r.image[0].clamp(0, 1).numpy(), "mask": r.mask[0].numpy()}
-        )
+        rendering = r.image[0].clamp(0, 1).numpy()
+        out.append({"face": face, "crop": crop.numpy(), "image": rendering, "mask": r.mask[0].numpy()})
     return out
 
 
@@ -110,10 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     items = []
     for meta in metas:
         image = read_image(val / "images" / meta["path"])
-        drawn = draw(image, meta, _meshes(detector, image, meta, cfg))
+        faces = scored_faces(meta, cfg)
+        m = match_faces(detector, image, [f for _, f in faces], cfg)  # one detector pass for drawing and errors
+        drawn = draw(image, meta, _meshes(detector, [f for _, f in faces], m, cfg))
         name = Path(meta["path"]).stem + "_mesh.jpg"
         write_bytes(out / name, cv2.imencode(".jpg", drawn, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-        items.append({"image": name, "source": meta["path"], "faces": list(image_errors(detector, image, meta, cfg))})
+        errors = list(face_errors(detector, image.shape[:2], faces, m, cfg))
+        items.append({"image": name, "source": meta["path"], "faces": errors})
     record = {
         "data": "SynthFace ablation val images (synthetic data)",
         "checkpoint": shown(args.checkpoint),

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from benchmarks.embedded_checkpoint import WEIGHTS_DIR, finished_record, run_metrics
 from retina.errors import RetinaError
-from retina.results import file_sha256, provenance, write_bytes, write_json
+from retina.results import file_id, file_sha256, provenance, write_bytes, write_json
 from retina.verify.train_id import load_embedder
 
 NAME = "arcface_synthface_id"
@@ -38,7 +38,7 @@ def package(run: Path) -> dict:
         "checkpoint": checkpoint.name,
         "sha256": file_sha256(checkpoint),
         "command": COMMAND,
-        "metrics": {"file": metrics_path.name, "sha256": file_sha256(metrics_path)},
+        "metrics": file_id(metrics_path),
         "train": record,
         "provenance": provenance(),
     }

@@ -33,7 +33,7 @@ from retina.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from retina.data.synth import default_split
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit, evaluate_detector
-from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json
+from retina.results import REPO_ROOT, file_id, file_sha256, provenance, write_bytes, write_json
 
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"
 NAME = "mobilenet0.25_synthface"
@@ -119,7 +119,7 @@ def evaluate_record(packaged: Packaged, command: str) -> dict[str, Any]:
         "checkpoint": packaged.checkpoint.name,
         "sha256": file_sha256(packaged.checkpoint),
         "command": command,
-        "metrics": {"file": packaged.metrics.name, "sha256": file_sha256(packaged.metrics)},
+        "metrics": file_id(packaged.metrics),
         "train": packaged.train_record,
         "eval": {
             "data": split.label,

@@ -41,10 +41,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from retina.config import PixelCfg
 from retina.results import REPO_ROOT, provenance, write_json
 
 RECORD = Path("dense") / "pixel_fit.json"
-CROP_MARGIN = 1.2  # PixelCfg.crop_margin and DenseCfg.crop_margin: the frame the camera lives in
+CROP_MARGIN = PixelCfg().crop_margin  # the frame the camera lives in, as in training
 DEFAULT_ROW = "default camera (no fitting)"
 ORACLE_ROW = "oracle: true pose, best translation (mean face)"
 
@@ -101,7 +102,7 @@ def load_faces(split_dir: Path, images: int, min_face: float, size: int) -> list
     """The faces at least ``min_face`` pixels tall in the first ``images`` images of a SynthFace split."""
     from retina.data.synth import read_meta
     from retina.dense.accuracy import true_mesh
-    from retina.dense.crops import crop_images, square_crops
+    from retina.dense.crops import face_crops, square_crops
     from retina.images import read_image
     from retina.mesh.hierarchy import default_hierarchy
 
@@ -109,7 +110,7 @@ def load_faces(split_dir: Path, images: int, min_face: float, size: int) -> list
     faces = []
     for i, meta in enumerate(read_meta(split_dir)[:images]):
         img = read_image(split_dir / "images" / meta["path"])
-        rgb = torch.from_numpy(img).permute(2, 0, 1)[None].flip(1).float() / 255.0  # BGR uint8 -> RGB in [0, 1]
+        batch = torch.from_numpy(img)[None]
         for k, f in enumerate(meta["faces"]):
             x, y, w, h = (float(v) for v in f["box"])
             if h < min_face:
@@ -118,7 +119,7 @@ def load_faces(split_dir: Path, images: int, min_face: float, size: int) -> list
             if not truth.visible.any():
                 continue
             crop = square_crops(torch.tensor([[x, y, x + w, y + h]]), CROP_MARGIN)
-            target = crop_images(rgb, torch.zeros(1, dtype=torch.int64), crop, size).permute(0, 2, 3, 1)
+            target = face_crops(batch, torch.zeros(1, dtype=torch.int64), crop, size)
             pitch, yaw, roll = (float(r) for r in f["camera"]["rotation_rad"])
             faces.append(Face(i, k, (x, y, w, h), (pitch, yaw, roll), crop, target, truth.uv, truth.visible))
     return faces
@@ -127,12 +128,9 @@ def load_faces(split_dir: Path, images: int, min_face: float, size: int) -> list
 def image_uv(mesh: Tensor, camera: Tensor, crop: Tensor) -> np.ndarray:
     """Image-pixel uv (V, 2) float64 of a mesh (1, V, >=3) model frame posed by camera (1, 7) in the canonical crop
     of crop (1, 4) xyxy."""
-    from retina.dense.crops import CANONICAL_CROP, crop_to_image
-    from retina.render import model_to_camera, project
+    from retina.dense.crops import posed_uv
 
-    pts = model_to_camera(mesh[..., :3], camera[:, 3:6], camera[:, 0:3])
-    uv = project(pts, camera[:, 6], pts.new_full((1, 2), CANONICAL_CROP / 2))
-    return crop_to_image(uv, crop)[0].detach().double().numpy()
+    return posed_uv(mesh[..., :3], camera, crop)[0].detach().double().numpy()
 
 
 def variant_loss(image: Tensor, mask: Tensor, target: Tensor, variant: Variant) -> Tensor:

@@ -189,11 +189,16 @@ def _evaluated(r: dict[str, Any]) -> str:
     if "eval" in r:
         return r["eval"]["data"]
     if "heldout" in r:
-        h, b = r["heldout"], r["baseline_mean_face"]
-        return (f"held-out faces of the morphable space: shape error {100 * h['shape_error_iod']:.2f}% of the "
-                f"inter-ocular distance (mean face {100 * b['shape_error_iod']:.2f}%), colour "
-                f"{h['colour_error_255']:.1f}/255 (mean face {b['colour_error_255']:.1f})")  # fmt: skip
+        return f"held-out faces of the morphable space: {_decoder_errors(r)}"
     return "see the verification section"
+
+
+def _decoder_errors(r: dict[str, Any]) -> str:
+    """A mesh decoder record's held-out shape and colour errors beside the mean face's, in words."""
+    h, b = r["heldout"], r["baseline_mean_face"]
+    return (f"shape error {100 * h['shape_error_iod']:.2f}% of the inter-ocular distance (mean face "
+            f"{100 * b['shape_error_iod']:.2f}%), colour error {h['colour_error_255']:.1f}/255 (mean face "
+            f"{b['colour_error_255']:.1f})")  # fmt: skip
 
 
 def training_section(records: RecordSet) -> Section:
@@ -407,12 +412,9 @@ def _decoder_lines(records: RecordSet) -> tuple[list[str], list[Source]]:
     lines = []
     for s in sources:
         r = s.record
-        held, base = r["heldout"], r["baseline_mean_face"]
         lines += [
             f"Mesh decoder `{r['checkpoint']}` (pre-trained on the suite's morphable face space, `{r['command']}`): "
-            f"held-out shape error {100 * held['shape_error_iod']:.2f}% of the inter-ocular distance (mean face "
-            f"{100 * base['shape_error_iod']:.2f}%), colour error {held['colour_error_255']:.1f}/255 (mean face "
-            f"{base['colour_error_255']:.1f}). *{caption(s)}*",
+            f"held-out {_decoder_errors(r)}. *{caption(s)}*",
             "",
         ]
     return lines, sources
@@ -452,8 +454,8 @@ def dense_section(records: RecordSet, commands: Commands) -> Section:
         )
     sources += tables + gallery
     if not tables and not gallery:
-        lines += [f"*Not run:* no dense-branch benchmark records. Make them with: `{commands.dense}`.", ""]
-        return Section(title, tuple(lines), tuple(sources), missing=(commands.dense,))
+        missing = not_run(title, "dense-branch benchmark", [commands.dense])
+        return Section(title, tuple(lines) + missing.lines, tuple(sources), missing=missing.missing)
     return Section(title, tuple(lines), tuple(sources), figs)
 
 

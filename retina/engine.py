@@ -47,7 +47,7 @@ from retina.mesh.pretrain import DEFAULT_DECODER, load_mesh_decoder
 from retina.preprocess import normalize
 from retina.priors import make_priors
 from retina.render import backend
-from retina.results import file_sha256, git_commit, provenance, utc_now, write_json, write_text
+from retina.results import file_id, git_commit, provenance, utc_now, write_json, write_text
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 History = dict[str, list[dict[str, Any]]]  # {"invocations": [...], "saves": [...]}
@@ -379,13 +379,8 @@ def _meta(ctx: _Context) -> dict[str, Any]:
         "data": {**data, "fingerprint": ctx.fingerprint, "warnings": ctx.dataset.warnings},
         "world_size": ctx.dist.world,
         "device": str(ctx.device),
-        **({"mesh_decoder_init": _file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
+        **({"mesh_decoder_init": file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
     }
-
-
-def _file_id(path: Path | None) -> dict[str, str] | None:
-    """File name and sha256 of a starting-weights file (None: none)."""
-    return None if path is None else {"file": Path(path).name, "sha256": file_sha256(path)}
 
 
 def _open_history(ctx: _Context, saved: _Saved | None, start: int) -> History:
@@ -443,7 +438,8 @@ def _step(
         _freeze_bn(s.net)
     for group in s.optimizer.param_groups:
         group["lr"] = lr
-    x = normalize(images.to(ctx.device, non_blocking=True), ctx.model_cfg.input)
+    images = images.to(ctx.device, non_blocking=True)
+    x = normalize(images, ctx.model_cfg.input)
     with s.autocast:
         pred = s.net(x)
     assigned = assign(targets, s.priors, ctx.model_cfg.priors.variances, cfg.loss)
@@ -452,8 +448,7 @@ def _step(
     counts = _all_reduce(torch.stack([assigned.num_positive, assigned.num_landmarks, rendered]).float(), ctx.dist)
     parts = loss_fn(pred, assigned, cfg.loss, counts[0], counts[1])
     if faces is not None:
-        image_u8 = images.to(ctx.device, non_blocking=True)
-        summed = pixel_loss(pred, image_u8, faces, s.model.mesh_decoder, cfg.pixel, ctx.run.renderer)
+        summed = pixel_loss(pred, images, faces, s.model.mesh_decoder, cfg.pixel, ctx.run.renderer)
         parts["pixel"] = summed / counts[2].clamp(min=1)
     loss = weighted_total(parts, cfg.loss)
     _check_finite(s, loss, parts, iteration, saved)

@@ -86,6 +86,11 @@ def utc_now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
+def file_id(path: str | os.PathLike[str] | None) -> dict[str, str] | None:
+    """What identifies a starting-weights file in a record or run key: its name and sha256 (None: none)."""
+    return None if path is None else {"file": Path(path).name, "sha256": file_sha256(path)}
+
+
 def file_sha256(path: str | os.PathLike[str]) -> str:
     """The sha256 hex digest of a file's bytes (read in 1 MiB blocks)."""
     digest = hashlib.sha256()

@@ -277,7 +277,7 @@ def test_run_key_of_mesh_rows_includes_the_pretrained_decoder_sha256(tmp_path, m
     content = {
         "model_cfg": to_dict(variant.model), "train_cfg": to_dict(variant.train), "data": {"data": "id"},
         "protocol": plan.setting.protocol, "post": to_dict(PostCfg()),
-        "backbone_init": runner.backbone_init_id(plan.pretrained_backbone),
+        "backbone_init": runner.file_id(plan.pretrained_backbone),
     }  # fmt: skip
     without = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     assert key != without

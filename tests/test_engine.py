@@ -91,6 +91,22 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(toy, tmp_path):
     assert read_checkpoint(tmp_path / "last.pth")[2]["extra"]["iteration"] == 3
 
 
+def _one_and_two_processes(toy, tmp_path, iterations: int, *extra: str) -> None:
+    """``retina train`` of global batch 4 (frozen BatchNorm) into tmp_path/one (one process) and tmp_path/two
+    (2 gloo processes under torchrun)."""
+    common = ["--data-root", str(toy.images.parent), "--batch-size", "4", "--max-iterations", str(iterations),
+              "--image-size", "64", "--freeze-bn", "--workers", "0", "--no-progress", "--log-every", "1",
+              "--checkpoint-every", "100", *extra]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    single = [sys.executable, "-m", "retina.cli", "train", "--out", str(tmp_path / "one"), *common]
+    one = subprocess.run(single, env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    launcher = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "retina.cli", "train"]
+    two = subprocess.run([*launcher, "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("torchrun"), reason="torchrun not on PATH")
 def test_two_process_ddp_follows_one_process(toy, tmp_path):
@@ -100,17 +116,7 @@ def test_two_process_ddp_follows_one_process(toy, tmp_path):
     positive count and each process takes its half of the same global batch); they differ only by float32
     summation order in the gradient all-reduce (~1e-7 relative per step), hence rtol 1e-4 after 4 steps.
     """
-    common = ["--data-root", str(toy.images.parent), "--batch-size", "4", "--max-iterations", "4",
-              "--image-size", "64", "--freeze-bn", "--workers", "0", "--no-progress", "--log-every", "1",
-              "--checkpoint-every", "100"]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = [sys.executable, "-m", "retina.cli", "train", "--out", str(tmp_path / "one"), *common]
-    one = subprocess.run(single, env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    launcher = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "retina.cli", "train"]
-    two = subprocess.run([*launcher, "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
+    _one_and_two_processes(toy, tmp_path, 4)
     _, a, _ = read_checkpoint(tmp_path / "one" / "final.pth")
     _, b, pay = read_checkpoint(tmp_path / "two" / "final.pth")
     assert pay["provenance"]["world_size"] == 2
@@ -128,18 +134,7 @@ def test_two_process_ddp_follows_one_process(toy, tmp_path):
 def test_two_process_ddp_with_the_mesh_head(toy, tmp_path, pixel_weight):
     """The mesh preset under 2 gloo processes: with the pixel loss (its count all-reduced) the run follows one
     process with the global batch; without it the unused mesh head does not stop DDP."""
-    common = ["--data-root", str(toy.images.parent), "--batch-size", "4", "--max-iterations", "2",
-              "--image-size", "64", "--freeze-bn", "--workers", "0", "--no-progress", "--log-every", "1",
-              "--checkpoint-every", "100", "--preset", "mobilenet0.25-mesh",
-              "--pixel-weight", pixel_weight]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    single = [sys.executable, "-m", "retina.cli", "train", "--out", str(tmp_path / "one"), *common]
-    one = subprocess.run(single, env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
-    launcher = ["torchrun", "--standalone", "--nproc_per_node", "2", "-m", "retina.cli", "train"]
-    two = subprocess.run([*launcher, "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
-    assert two.returncode == 0, two.stderr[-3000:]
+    _one_and_two_processes(toy, tmp_path, 2, "--preset", "mobilenet0.25-mesh", "--pixel-weight", pixel_weight)
     la, lb = (
         [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()] for d in ("one", "two")
     )

@@ -21,6 +21,7 @@ from retina.commands.args import (
     positive_int,
 )
 from retina.config import PRESETS, TRAIN_PRESETS, AugmentCfg, LossCfg, TrainCfg, preset, train_preset
+from retina.render.pipeline import BACKENDS
 
 MAX_SEED = 2**32 - 1
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 4096  # AugmentCfg needs >= 32; beyond 4096 a batch does not fit anywhere
@@ -43,7 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pretrained-backbone", type=Path, help="local ImageNet backbone weights file")
     p.add_argument(
         "--renderer",
-        choices=["torch", "nvdiffrast"],
+        choices=BACKENDS,
         default="torch",
         help="rasteriser of the pixel loss (a -mesh preset): torch (any device) or nvdiffrast (CUDA, extra render)",
     )

@@ -30,7 +30,7 @@ from retina.api import Detector
 from retina.coding import decode_boxes
 from retina.data.synth import read_meta
 from retina.data.synth_face import DISTANCE
-from retina.dense.crops import CANONICAL_CROP, crop_to_image, square_crops
+from retina.dense.crops import posed_uv, square_crops
 from retina.images import read_image
 from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
 from retina.mesh.morphable import FaceParams, face_shape
@@ -95,12 +95,8 @@ def _xyxy(box_xywh: list[float]) -> list[float]:
 def predicted_uv(detector: Detector, pred: Any, anchors: Tensor, boxes: Tensor, margin: float) -> Tensor:
     """Image-pixel uv (K, V, 2) of the meshes of ``anchors`` (K,) of image 0 of ``pred`` (MeshPredictions),
     each posed in the canonical crop of its predicted box (K, 4) xyxy."""
-    model = detector.model
-    code, camera = pred.mesh_code[0, anchors].float(), pred.mesh_camera[0, anchors].float()
-    mesh = model.mesh_decoder(code)
-    pts = model_to_camera(mesh[..., :3], camera[:, 3:6], camera[:, 0:3])
-    centre = pts.new_full((len(anchors), 2), CANONICAL_CROP / 2)
-    return crop_to_image(project(pts, camera[:, 6], centre), square_crops(boxes, margin))
+    mesh = detector.model.mesh_decoder(pred.mesh_code[0, anchors].float())
+    return posed_uv(mesh[..., :3], pred.mesh_camera[0, anchors].float(), square_crops(boxes, margin))
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,14 +125,25 @@ def match_faces(detector: Detector, image: np.ndarray, faces: list[dict[str, Any
     return FaceMatches(pred, boxes, torch.where(ok.any(1), best, -1))
 
 
+ScoredFace = tuple[int, dict[str, Any]]  # (index in the image's meta.jsonl record, the face record)
+
+
+def scored_faces(meta: dict[str, Any], cfg: DenseCfg) -> list[ScoredFace]:
+    """(index, record) of an image's faces at least ``cfg.min_face`` pixels tall (``meta.jsonl`` entry)."""
+    return [(k, f) for k, f in enumerate(meta["faces"]) if f["box"][3] >= cfg.min_face]
+
+
 @torch.inference_mode()
-def image_errors(detector: Detector, image: np.ndarray, meta: dict[str, Any], cfg: DenseCfg) -> Iterator[dict]:
-    """Per scored face of one image: {"face", "size_px", "matched", "nme" (None when not matched)}."""
+def face_errors(
+    detector: Detector,
+    image_hw: tuple[int, int],
+    faces: list[tuple[int, dict[str, Any]]],
+    m: FaceMatches,
+    cfg: DenseCfg,
+) -> Iterator[dict]:
+    """Per face of ``faces`` (as :func:`scored_faces` gives them, matched by ``m``): {"face", "size_px", "matched",
+    "nme" (None when not matched)}."""
     hierarchy = default_hierarchy()
-    faces = [(k, f) for k, f in enumerate(meta["faces"]) if f["box"][3] >= cfg.min_face]
-    if not faces:
-        return
-    m = match_faces(detector, image, [f for _, f in faces], cfg)
     chosen = m.anchor[m.anchor >= 0]
     uv = (
         predicted_uv(detector, m.pred, chosen, m.boxes[chosen], cfg.crop_margin).double().cpu().numpy()
@@ -147,12 +154,20 @@ def image_errors(detector: Detector, image: np.ndarray, meta: dict[str, Any], cf
     for (k, face), anchor in zip(faces, m.anchor.cpu().tolist(), strict=True):
         row = {"face": k, "size_px": face["box"][3], "matched": anchor >= 0, "nme": None}
         if anchor >= 0:
-            truth = true_mesh(face, hierarchy, image.shape[:2])
+            truth = true_mesh(face, hierarchy, image_hw)
             if truth.visible.any():
                 err = np.linalg.norm(uv[j] - truth.uv, axis=1)[truth.visible].mean()
                 row["nme"] = float(err / np.sqrt(face["box"][2] * face["box"][3]))
             j += 1
         yield row
+
+
+def image_errors(detector: Detector, image: np.ndarray, meta: dict[str, Any], cfg: DenseCfg) -> Iterator[dict]:
+    """Per scored face of one image: {"face", "size_px", "matched", "nme" (None when not matched)}."""
+    faces = scored_faces(meta, cfg)
+    if faces:
+        m = match_faces(detector, image, [f for _, f in faces], cfg)
+        yield from face_errors(detector, image.shape[:2], faces, m, cfg)
 
 
 def dense_accuracy(detector: Detector, split_dir: str | Path, cfg: DenseCfg = DenseCfg()) -> dict[str, Any]:

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor
 from torchvision.ops import roi_align
 
+from retina.render.camera import model_to_camera, project
+
 CANONICAL_CROP = 112  # pixels; DEFAULT_CAMERA of retina.models.heads renders the mean face centred in it
 
 
@@ -29,6 +31,21 @@ def crop_images(images: Tensor, batch_index: Tensor, crops: Tensor, size: int) -
     parts of a crop outside the image are zero."""
     rois = torch.cat([batch_index.to(crops.dtype)[:, None], crops], 1).to(images.dtype)
     return roi_align(images, rois, (size, size), spatial_scale=1.0, sampling_ratio=2, aligned=True)
+
+
+def face_crops(images: Tensor, batch_index: Tensor, crops: Tensor, size: int) -> Tensor:
+    """What a face's rendering is compared with: images (B, H, W, 3) uint8 BGR, as loaded -> crops (K, size,
+    size, 3) RGB in [0, 1] of the square ``crops`` (K, 4) xyxy of images ``batch_index`` (K,)."""
+    rgb = images.permute(0, 3, 1, 2).flip(1).float() / 255.0
+    return crop_images(rgb, batch_index, crops, size).permute(0, 2, 3, 1)
+
+
+def posed_uv(vertices: Tensor, camera: Tensor, crops: Tensor) -> Tensor:
+    """Image pixel coordinates (K, V, 2) of meshes (K, V, 3) model frame posed by cameras (K, 7) of the canonical
+    crops (K, 4) xyxy."""
+    pts = model_to_camera(vertices, camera[:, 3:6], camera[:, 0:3])
+    centre = pts.new_full((len(pts), 2), CANONICAL_CROP / 2)
+    return crop_to_image(project(pts, camera[:, 6], centre), crops)
 
 
 def crop_camera(camera: Tensor, size: int) -> Tensor:

@@ -24,7 +24,7 @@ from torchvision.ops import box_convert, box_iou
 
 from retina.config import PixelCfg
 from retina.data.dataset import Target
-from retina.dense.crops import crop_camera, crop_images, square_crops
+from retina.dense.crops import crop_camera, face_crops, square_crops
 from retina.losses import Assigned
 from retina.matching import POSITIVE
 from retina.models.detector import MeshPredictions
@@ -103,7 +103,5 @@ def pixel_loss(
         mesh[..., :3], decoder.triangles, mesh[..., 3:], crop_camera(camera, size), light, (size, size),
         backend_name=backend, antialias=cfg.antialias,
     )  # fmt: skip
-    crops = square_crops(selection.boxes.float(), cfg.crop_margin)
-    rgb = images.permute(0, 3, 1, 2).flip(1).float() / 255.0  # BGR uint8 -> RGB in [0, 1]
-    target = crop_images(rgb, b, crops, size).permute(0, 2, 3, 1)  # (K, S, S, 3)
+    target = face_crops(images, b, square_crops(selection.boxes.float(), cfg.crop_margin), size)  # (K, S, S, 3)
     return photometric_l1(render.image, target).sum() + touch

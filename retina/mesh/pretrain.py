@@ -54,7 +54,7 @@ from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
 from retina.mesh.morphable import face_shape, sample_face_params, vertex_albedo
 from retina.mesh.template import FaceTemplate, build_template
 from retina.models.chebconv import FaceDecoder, MeshDecoderConfig
-from retina.results import file_sha256, provenance, write_bytes, write_json, write_text
+from retina.results import file_id, file_sha256, provenance, write_bytes, write_json, write_text
 
 DECODER_FORMAT = "retina-mesh-decoder"
 DEFAULT_DECODER = Path(__file__).resolve().parents[1] / "weights" / "mesh_decoder.pth"  # the committed decoder
@@ -322,7 +322,7 @@ def pretrain(cfg: PretrainCfg, out_dir: Path, log_every: int = 50, eval_every: i
         "kind": "mesh decoder (auto-encoder pre-training on the morphable face space)",
         "checkpoint": "mesh_decoder.pth",
         "sha256": file_sha256(out_dir / "mesh_decoder.pth"),
-        "metrics": {"file": "metrics.jsonl", "sha256": file_sha256(metrics)},
+        "metrics": file_id(metrics),
         "parameters": {
             "decoder": sum(p.numel() for p in decoder.parameters()),
             "encoder (not saved)": sum(p.numel() for p in encoder.parameters()),
@@ -345,7 +345,7 @@ def package(out_dir: Path, dest: Path, command: str) -> Path:
     record["checkpoint"] = "mesh_decoder.pth"
     record["sha256"] = file_sha256(dest / "mesh_decoder.pth")
     metrics = dest / "mesh_decoder.metrics.jsonl"
-    record["metrics"] = {"file": metrics.name, "sha256": file_sha256(metrics)}
+    record["metrics"] = file_id(metrics)
     record = {"command": command, **record}
     return write_json(dest / "mesh_decoder.json", record)
 

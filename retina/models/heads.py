@@ -50,7 +50,7 @@ DEFAULT_LIGHT = (0.0, 0.0, 0.0, 0.6, 0.6, 0.6, 0.4, 0.4, 0.4)
 # their crops (measured: a 300-iteration run at w_pixel 1 moved them by up to 2 units, 150 px, and the dense NME
 # rose from 23% to 162%). Translation x, y +-0.3 units (~21 px of 112), depth +-2 units (faces 0.83-1.25x the
 # default size), each angle +-90 degrees, focal +-20%.
-CAMERA_RANGE = (0.3, 0.3, 2.0, math.pi / 2, math.pi / 2, math.pi / 2, 0.2 * 700.0)
+CAMERA_RANGE = (0.3, 0.3, 2.0, math.pi / 2, math.pi / 2, math.pi / 2, 0.2 * DEFAULT_CAMERA[6])
 LIGHT_POSITION_SCALE = 10.0  # model units per unit of raw output (the head is ~2 units tall)
 LIGHT_LOG_RANGE = 2.0  # light and ambient colours within e^-2 .. e^2 times their defaults (never negative)
 

@@ -23,14 +23,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from retina.render.torch_backend import screen
 from retina.render.types import Raster
 
 
 def screen_xy(pos_clip: Tensor, hw: tuple[int, int]) -> tuple[Tensor, Tensor]:
     """Continuous pixel coordinates (B, V) each of clip positions (B, V, 4): x in [0, W], y in [0, H]."""
-    h, w = hw
-    inv_w = 1.0 / pos_clip[..., 3]
-    return (pos_clip[..., 0] * inv_w + 1.0) * (0.5 * w), (pos_clip[..., 1] * inv_w + 1.0) * (0.5 * h)
+    sx, sy, _, _ = screen(pos_clip, hw)
+    return sx, sy
 
 
 def silhouette_edges(sx: Tensor, sy: Tensor, tris: Tensor) -> Tensor:

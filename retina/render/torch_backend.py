@@ -17,7 +17,7 @@ import torch
 from retina.render.types import Raster
 
 
-def _screen(pos_clip: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+def screen(pos_clip: torch.Tensor, hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
     """Continuous pixel coordinates (x in [0, W], y in [0, H]), NDC depth and w of clip positions."""
     h, w = hw
     inv_w = 1.0 / pos_clip[..., 3]
@@ -60,7 +60,7 @@ def _visible_triangles(pos_clip: torch.Tensor, tris: torch.Tensor, hw: tuple[int
     """(B, H, W) int64 id of the nearest triangle covering each pixel centre, -1 if none."""
     b, h, w = pos_clip.shape[0], hw[0], hw[1]
     num_tris = tris.shape[0]
-    sx, sy, zn, ww = _screen(pos_clip.detach().double(), hw)
+    sx, sy, zn, ww = screen(pos_clip.detach().double(), hw)
     tx, ty = sx[:, tris], sy[:, tris]  # (B, T, 3)
     # Pixel j's centre is at j + 0.5: the box holds centres in [min, max].
     x0 = torch.ceil(tx.amin(-1) - 0.5).clamp(min=0)
@@ -119,7 +119,7 @@ def rasterize(pos_clip: torch.Tensor, tris: torch.Tensor, resolution: tuple[int,
     tri_id = _visible_triangles(pos_clip, tris, (h, w))
     bi, yi, xi = (tri_id >= 0).nonzero(as_tuple=True)
     vidx = tris[tri_id[bi, yi, xi]]  # (N, 3)
-    sx, sy, zn, ww = _screen(pos_clip[bi[:, None], vidx], (h, w))  # each (N, 3), with autograd
+    sx, sy, zn, ww = screen(pos_clip[bi[:, None], vidx], (h, w))  # each (N, 3), with autograd
     lam, _ = _barycentric(sx, sy, xi.to(sx.dtype) + 0.5, yi.to(sx.dtype) + 0.5)
     q = lam / ww  # perspective correction: screen-space weights over w, renormalised
     bary = q / q.sum(-1, keepdim=True)
