@@ -51,7 +51,7 @@ def speed(session: nox.Session) -> None:
     """
     session.run("python", "benchmarks/speed.py", "fastpath")
     session.run("python", "benchmarks/speed.py", "grid", *session.posargs)
-    session.run("python", "reports/speed.py")
+    session.run("python", "-m", "retina.report.speed")
 
 
 @nox.session
@@ -60,7 +60,7 @@ def landmarks(session: nox.Session) -> None:
 
     MTCNN needs its weights: ``nox -s landmarks -- --mtcnn-weights DIR`` (DIR holding pnet.pt, rnet.pt, onet.pt,
     facenet-pytorch 2.6.0's data/ folder). A user's split: ``-- --data-root SPLIT --weights W``."""
-    session.run("python", "-m", "retina.verify.landmark_job", *session.posargs)
+    session.run("retina", "landmarks", *session.posargs)
 
 
 @nox.session
@@ -68,7 +68,7 @@ def train_arcface(session: nox.Session) -> None:
     """Train the small ArcFace (mobilefacenet-s, recipe synth-cpu) on the SynthFace-ID train split (generated on
     first use); ``python benchmarks/embedded_arcface.py --run runs/arcface_synthface_id`` packages it."""
     args = session.posargs or ["--out", "runs/arcface_synthface_id"]
-    session.run("python", "-m", "retina.verify.train_id", *args)
+    session.run("retina", "train-arcface", *args)
 
 
 @nox.session
@@ -77,7 +77,7 @@ def verification(session: nox.Session) -> None:
 
     Rows none / RetinaFace / ground truth, plus MTCNN with ``-- --mtcnn-weights DIR``; LFW with
     ``-- --lfw-pairs pairs.txt --lfw-images DIR``, an ONNX model with ``-- --onnx MODEL``."""
-    session.run("python", "-m", "retina.verify.experiment", *session.posargs)
+    session.run("retina", "verification", *session.posargs)
 
 
 @nox.session
@@ -86,7 +86,7 @@ def report(session: nox.Session) -> None:
 
     ``nox -s report -- --run-missing`` first runs, at CPU scale, the jobs whose records are missing;
     ``nox -s report -- --publish`` rebuilds docs/report.md from the committed records (reports/records/)."""
-    session.run("python", "-m", "reports.report", *session.posargs)
+    session.run("retina", "report", *session.posargs)
 
 
 def _ablation(session: nox.Session, name: str) -> None:

@@ -11,7 +11,7 @@ differs (:mod:`ablations.variants`). Files under ``--out/<ablation>/`` (default 
     runs/<variant>/seed<k>/           the engine's run folder (checkpoints, metrics.jsonl, train_record.json)
     runs/<variant>/seed<k>/eval_<protocol>/   results.json, pr_curves.csv/png, predictions/
     records/<variant>__seed<k>.json   one record per (variant, seed): APs, PR curves, configs, provenance
-    table.md, table.csv, table.json, pr_curves.png    (:mod:`reports.ablation_table`)
+    table.md, table.csv, table.json, pr_curves.png    (:mod:`retina.report.ablation_table`)
 
 Reruns skip finished records and resume unfinished trainings; a record or run made with other settings is
 an error (use another ``--out``). On the CPU, ``--jobs`` runs (variant, seed) pairs in parallel processes
@@ -72,11 +72,11 @@ class Plan:
 def synth_pair(data: SynthData, workers: int | None = None) -> tuple[Path, Path]:
     """The (train, val) folders of a SynthFace pair, generated on first use into the SynthFace cache.
 
-    Named by generator version and a hash of config and seed, like ``retina.data.synth.default_split``;
+    Named by generator version and a hash of config and seed, like ``retina.synth.splits.default_split``;
     concurrent callers are safe (each generates into a temporary folder, the first rename wins).
     """
-    from retina.data.synth import cache_root, generate_split
-    from retina.data.synth_config import SYNTH_VERSION
+    from retina.synth.config import SYNTH_VERSION
+    from retina.synth.splits import cache_root, generate_split
 
     key = json.dumps({"version": SYNTH_VERSION, "config": data.cfg.to_dict(), "seed": data.seed}, sort_keys=True)
     root = cache_root() / f"v{SYNTH_VERSION}-ablation-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -106,7 +106,7 @@ def run_key(plan: Plan, variant: Variant) -> str:
         "backbone_init": file_id(plan.pretrained_backbone),
     }
     if variant.model.head.mesh:  # the pre-trained decoder every mesh row starts from (absent: keys unchanged)
-        from retina.mesh.pretrain import DEFAULT_DECODER
+        from retina.weights import DEFAULT_DECODER
 
         content["mesh_decoder_init"] = file_id(DEFAULT_DECODER)
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
@@ -475,7 +475,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise RetinaError("--jobs and --threads must be >= 1")
         paths = run(plan, jobs)
         if paths and not args.no_table:
-            from reports.ablation_table import build
+            from retina.report.ablation_table import build
 
             written = build(plan.out)
             print(written["md"].read_text())

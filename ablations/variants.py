@@ -16,7 +16,7 @@ ablation has two settings:
 - ``paper``: the paper's setting (arXiv 1905.00641 section 4.1): ResNet-50 paper layout (P2-P6, shared
   heads), the paper recipe (80 epochs, batch 32, 640 px crops), on real WIDER FACE given by flags.
 
-The paper's own Table 3 rows are kept here as reference facts (:data:`PAPER_TABLE3`).
+The paper's own Table 3 rows are reference facts of :mod:`retina.paper` (:data:`PAPER_TABLE3`).
 """
 
 from __future__ import annotations
@@ -27,27 +27,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from retina.commands.args import DEFAULT_WEIGHTS
 from retina.config import PRESETS, TRAIN_PRESETS, DetectorCfg, TrainCfg, preset
-from retina.data.synth_config import SynthCfg
+from retina.paper import PAPER_TABLE3
 from retina.protocols import PROTOCOLS
-
-# arXiv 1905.00641 Table 3 (WIDER FACE val; AP in %, "mAP" = hard AP averaged over IoU 0.5:0.05:0.95), as
-# read from the paper. Rows are cumulative: "+DCN" is FPN+Context with DCN, "+Lpts" adds the
-# landmark loss on top of "+DCN" (the paper's text: landmarks raise hard AP by 0.408 = 91.694 - 91.286).
-PAPER_SOURCE = "RetinaFace paper (arXiv 1905.00641) Table 3, WIDER FACE val"
-PAPER_TABLE3: MappingProxyType[str, MappingProxyType[str, float]] = MappingProxyType(
-    {
-        row: MappingProxyType(dict(zip(("easy", "medium", "hard", "hard_map"), values, strict=True)))
-        for row, values in {
-            "FPN+Context": (95.532, 95.134, 90.714, 50.842),
-            "+DCN": (96.349, 95.833, 91.286, 51.522),
-            "+Lpts": (96.467, 96.075, 91.694, 52.297),
-            "+Lpixel": (96.413, 95.864, 91.276, 51.492),
-            "+Lpts +Lpixel": (96.942, 96.175, 91.857, 52.318),
-        }.items()
-    }
-)
+from retina.synth.config import SynthCfg
+from retina.weights import DEFAULT_WEIGHTS
 
 # The CPU setting's data: smaller images than the default pair (384 wide), so that generating, training
 # and evaluating at the original size all fit the budget; faces 8-160 px, up to 24 per image.

@@ -510,7 +510,7 @@ def configs(args: argparse.Namespace) -> tuple[DetectorCfg, TrainCfg]:
 
 
 def resolve_splits(args: argparse.Namespace) -> tuple[EvalSplit, SplitPaths, dict[str, str]]:
-    from retina.data.synth import default_split
+    from retina.synth.splits import default_split
 
     if args.val_root is not None:
         val = EvalSplit.from_root(args.val_root, args.gt)

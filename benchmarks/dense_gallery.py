@@ -25,13 +25,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from retina.api import Detector
-from retina.data.synth import read_meta
 from retina.dense.accuracy import DenseCfg, FaceMatches, face_errors, match_faces, scored_faces, true_mesh
 from retina.dense.crops import crop_camera, square_crops
 from retina.images import read_image
 from retina.mesh.hierarchy import default_hierarchy
 from retina.render import render_mesh
 from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json
+from retina.synth.splits import read_meta
 
 DEFAULT_CHECKPOINT = REPO_ROOT / "results/ablations/mesh/runs/lpts_lpixel/seed0/final.pth"
 ALPHA = 0.6

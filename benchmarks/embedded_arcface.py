@@ -1,6 +1,6 @@
 """Package a finished SynthFace-ID ArcFace run as the suite's committed face-embedding checkpoint.
 
-    nox -s train_arcface   (= python -m retina.verify.train_id --out runs/arcface_synthface_id)
+    nox -s train_arcface   (= python -m retina.recognition.train --out runs/arcface_synthface_id)
     python benchmarks/embedded_arcface.py --run runs/arcface_synthface_id
 
 Writes into ``retina/weights/``, each file atomically: ``arcface_synthface_id.pth`` (the run's ``final.pth``:
@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from benchmarks.embedded_checkpoint import WEIGHTS_DIR, finished_record, run_metrics
 from retina.errors import RetinaError
+from retina.recognition.train import load_embedder
 from retina.results import file_id, file_sha256, provenance, write_bytes, write_json
-from retina.verify.train_id import load_embedder
 
 NAME = "arcface_synthface_id"
-COMMAND = "nox -s train_arcface  (= python -m retina.verify.train_id --out runs/arcface_synthface_id)"
+COMMAND = "nox -s train_arcface  (= python -m retina.recognition.train --out runs/arcface_synthface_id)"
 
 
 def package(run: Path) -> dict:

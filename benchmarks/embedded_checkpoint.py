@@ -30,10 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 from retina.api import Detector
 from retina.build import build_detector
 from retina.checkpoint import load_weights, read_checkpoint, save_checkpoint
-from retina.data.synth import default_split
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit, evaluate_detector
 from retina.results import REPO_ROOT, file_id, file_sha256, provenance, write_bytes, write_json
+from retina.synth.splits import default_split
 
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"
 NAME = "mobilenet0.25_synthface"

@@ -19,9 +19,9 @@ import cv2
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
 from retina.api import Detector
-from retina.commands.args import DEFAULT_WEIGHTS
-from retina.data.synth import default_split
 from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json
+from retina.synth.splits import default_split
+from retina.weights import DEFAULT_WEIGHTS
 
 THRESHOLDS = (0.5, 0.9)
 PROTOCOL = "original"

@@ -30,14 +30,14 @@ status=0
 echo "== pytest -m gpu" | tee "$out/pytest-gpu.txt"
 python -m pytest -q -m gpu tests/ 2>&1 | tee -a "$out/pytest-gpu.txt" || status=1
 
-tag=$(python -c "import sys; sys.path.insert(0, '.'); from benchmarks.speed import machine_tag; print(machine_tag())")
+tag=$(python -c "import sys; sys.path.insert(0, '.'); from benchmarks.timing import machine_tag; print(machine_tag())")
 echo "== speed grid (GPU) -> $out/speed/$tag"
 python benchmarks/speed.py grid --settings gpu-fp32,gpu-bf16,gpu-fp16 --budget-s 2 \
     --out "$out/speed/$tag" "$@" 2>&1 | tee "$out/grid.log" || status=1
 python benchmarks/speed.py grid --settings gpu-bf16,gpu-fp16 --budget-s 2 --channels-last \
     --presets mobilenet0.25,resnet152-paper --out "$out/speed/$tag-channels-last" "$@" 2>&1 \
     | tee "$out/grid-channels-last.log" || status=1
-python reports/speed.py --results "$out/speed" --out "$out" || status=1
+python -m retina.report.speed --results "$out/speed" --out "$out" || status=1
 
 echo "== renderer backends (torch vs nvdiffrast)" | tee "$out/pytest-render-backends.txt"
 python -m pytest -q -m gpu tests/test_render_backends.py 2>&1 | tee -a "$out/pytest-render-backends.txt" || status=1

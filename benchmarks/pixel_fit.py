@@ -100,11 +100,11 @@ def improved_fraction(before: list[float], after: list[float]) -> float:
 
 def load_faces(split_dir: Path, images: int, min_face: float, size: int) -> list[Face]:
     """The faces at least ``min_face`` pixels tall in the first ``images`` images of a SynthFace split."""
-    from retina.data.synth import read_meta
     from retina.dense.accuracy import true_mesh
     from retina.dense.crops import face_crops, square_crops
     from retina.images import read_image
     from retina.mesh.hierarchy import default_hierarchy
+    from retina.synth.splits import read_meta
 
     hierarchy = default_hierarchy()
     faces = []
@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     prov = provenance(device="cpu", threads=args.threads, seed=args.seed, load_avg_before=list(os.getloadavg()))
 
-    from retina.mesh.pretrain import DEFAULT_DECODER, load_mesh_decoder
+    from retina.models.mesh_decoder import load_mesh_decoder
+    from retina.weights import DEFAULT_DECODER
 
     if args.split is None:
         from ablations.run import synth_pair

@@ -5,7 +5,7 @@
 Builds two training sessions with the engine's own internals (``retina.engine._context``, ``_session``,
 ``_step``; their run folders are temporary and discarded): model preset ``mobilenet0.25-mesh`` with the ablation
 CPU training settings (``ablations.variants.ABLATIONS["landmarks"].cpu.train``: batch 8 at 256 px), backbone from
-``retina.commands.args.DEFAULT_WEIGHTS``, the committed mesh decoder, the same seed and the same batches of the
+``retina.weights.DEFAULT_WEIGHTS``, the committed mesh decoder, the same seed and the same batches of the
 ablation SynthFace pair (SYNTHETIC data), differing only in ``LossCfg.w_pixel`` (0 and ``--w-pixel``). The batches
 are loaded once before timing, so a step is the optimiser step alone (forward, losses, backward, update), without
 data loading. After ``--warmup`` steps of each, ``--blocks`` blocks alternate ``--steps`` steps of each session
@@ -126,10 +126,10 @@ def _sessions(w_pixel: float, tmp: Path, steps: int) -> tuple[list[Any], list[An
     """(sessions without and with the pixel loss, the batches to step on, batch size)."""
     from ablations.run import synth_pair
     from ablations.variants import ABLATIONS, SYNTH_ABLATION, SynthData
-    from retina.commands.args import DEFAULT_WEIGHTS
     from retina.config import preset
     from retina.data.dataset import SplitPaths
     from retina.engine import RunSpec, _context, _session
+    from retina.weights import DEFAULT_WEIGHTS
 
     train_dir, _ = synth_pair(SynthData(SYNTH_ABLATION))
     base = ABLATIONS["landmarks"].cpu.train

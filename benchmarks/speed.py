@@ -24,7 +24,6 @@ and detection counts and ``weights``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib.util
 import math
 import os
@@ -38,30 +37,38 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.timing import (
+    DEFAULT_IMAGE,
+    DEFAULT_WEIGHTS,
+    all_cores,
+    load_model,
+    machine_tag,
+    peak_rss_mib,
+    photo_at,
+    reset_peak_rss,
+    set_threads,
+    summary,
+    write_records,
+)
 from retina.api import Detector, _to_numpy
 from retina.build import build_detector
-from retina.checkpoint import load_weights, read_checkpoint
 from retina.config import DetectorCfg, PostCfg, preset
 from retina.models.detector import Predictions
 from retina.models.fuse import fuse_batchnorm
 from retina.postprocess import face_scores, postprocess
 from retina.protocols import Resize
-from retina.results import REPO_ROOT, provenance, write_json, write_text
+from retina.results import REPO_ROOT
 
 SIZES = {"vga": (480, 640), "hd": (1080, 1920), "4k": (2160, 4096)}  # (H, W), the paper's table 5 sizes
 GRID_PRESETS = ("mobilenet0.25", "resnet50", "resnet152-paper")
 CPU_SETTINGS = ("cpu1", "cpuN")
 GPU_SETTINGS = ("gpu-fp32", "gpu-bf16", "gpu-fp16")
-SHARED = REPO_ROOT.parent / "shared" / "data"
-DEFAULT_IMAGE = SHARED / "samples" / "biubug6_Pytorch_Retinaface_test.jpg"  # the biubug6 repo's test photo
-DEFAULT_WEIGHTS = SHARED / "weights" / "retinaface_mobilenet0.25_Final.pth"
 SLOW_STAGE_S = 0.25  # above this forward time, end-to-end is the sum of the stages (saves a second pass)
 
 
@@ -82,28 +89,6 @@ class Clock:
         return out, (time.perf_counter() - wall) * 1e3, (time.thread_time() - cpu) * 1e3
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    """median and 90th percentile (ms)."""
-    return {"median": statistics.median(values), "p90": float(np.percentile(values, 90))}
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark of this process (Linux >= 4.0); False where impossible."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_rss_mib() -> float | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return None
-
-
 def parse_size(name: str) -> tuple[int, int]:
     """ "vga" / "hd" / "4k", or "WxH" (e.g. "160x120", for quick checks) -> (H, W)."""
     if name in SIZES:
@@ -112,15 +97,6 @@ def parse_size(name: str) -> tuple[int, int]:
     if not match:
         raise SystemExit(f"unknown size {name!r}: use {', '.join(SIZES)} or WxH")
     return int(match.group(2)), int(match.group(1))
-
-
-def set_threads(n: int) -> None:
-    torch.set_num_threads(n)
-    cv2.setNumThreads(n)
-
-
-def all_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # --- models and inputs ----------------------------------------------------------------------------------
@@ -137,27 +113,6 @@ class Autocast(nn.Module):
         with torch.autocast(x.device.type, dtype=self.dtype):
             pred = self.model(x)
         return Predictions(*(t.float() for t in pred))
-
-
-def load_model(name: str, weights: Path | None, seed: int = 0) -> tuple[nn.Module, str]:
-    """(model in eval mode, "real" or "random"); real weights only for the preset they belong to."""
-    if weights is not None and weights.is_file():
-        cfg, state, _ = read_checkpoint(weights)
-        if cfg.name == name:
-            model = build_detector(cfg)
-            load_weights(model, state, str(weights))
-            return model.eval(), "real"
-    torch.manual_seed(seed)
-    return build_detector(preset(name)).eval(), "random"
-
-
-def photo_at(path: Path | None, hw: tuple[int, int]) -> tuple[np.ndarray, str]:
-    """The photo stretched to (H, W), or a labelled synthetic image when no photo is available."""
-    if path is not None and path.is_file():
-        return cv2.resize(cv2.imread(str(path)), (hw[1], hw[0]), interpolation=cv2.INTER_AREA), str(path.name)
-    rng = np.random.default_rng(0)  # synthetic: smooth random blobs (no faces; few candidates)
-    small = rng.integers(0, 256, (hw[0] // 32 + 1, hw[1] // 32 + 1, 3), dtype=np.uint8)
-    return cv2.resize(small, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC), "synthetic"
 
 
 def gflops(cfg: DetectorCfg, hw: tuple[int, int]) -> float:
@@ -402,35 +357,6 @@ def safe_throughput(det, image, batch, threshold, args) -> dict[str, Any]:
 
 
 # --- records ----------------------------------------------------------------------------------------------
-
-
-def machine_tag() -> str:
-    """A folder name for this machine: CPU model (+ GPU), so records of several machines sit side by side."""
-    from retina.results import machine
-
-    info = machine()
-    tag = info["processor"] + ("-" + info["gpu"] if "gpu" in info else "")
-    return re.sub(r"[^A-Za-z0-9]+", "-", tag).strip("-").lower()[:60] + "-" + info["hostname_hash"][:6]
-
-
-def write_records(out: Path, kind: str, rows: list[dict[str, Any]], args) -> None:
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-    prov = provenance(benchmark=kind, settings=settings, load_avg_1_5_15min=list(os.getloadavg()))
-    write_json(out / f"{kind}.json", {"provenance": prov, "rows": rows})
-    flat = [{k: v for k, v in r.items() if not isinstance(v, (list, dict))} for r in rows]
-    columns = list(dict.fromkeys(k for r in flat for k in r))
-    lines = [",".join(columns)]
-    lines += [",".join(_csv(r.get(c)) for c in columns) for r in flat]
-    write_text(out / f"{kind}.csv", "\n".join(lines) + "\n")
-
-
-def _csv(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    text = str(value)
-    return f'"{text}"' if any(c in text for c in ',"\n') else text
 
 
 def missing_onnx_modules() -> list[str]:

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.speed import load_model, photo_at, set_threads, summary, write_records
+from benchmarks.timing import load_model, photo_at, set_threads, summary, write_records
 from retina.api import Detector
 from retina.coding import decode_boxes, decode_landmarks
 from retina.config import DetectorCfg, PostCfg, preset

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retina.data.synth import SYNTH_PRESETS, generate_split, read_meta
 from retina.results import REPO_ROOT, provenance, write_json
+from retina.synth.splits import SYNTH_PRESETS, generate_split, read_meta
 
 
 def split_statistics(split: Path) -> dict[str, object]:

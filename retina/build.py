@@ -8,10 +8,10 @@ from torch import nn
 from retina.config import DetectorCfg
 from retina.mesh.hierarchy import default_hierarchy
 from retina.models.backbones import build_backbone
-from retina.models.chebconv import FaceDecoder
 from retina.models.context import ContextModule
 from retina.models.detector import RetinaFace
 from retina.models.fpn import FPN
+from retina.models.mesh_decoder import FaceDecoder
 
 
 def build_detector(cfg: DetectorCfg) -> RetinaFace:

@@ -32,6 +32,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a detector (one process, or many under torchrun)"),
     "evaluate": ("evaluate", "run a detector on a WIDER-layout split and evaluate it (official protocol)"),
     "mesh-pretrain": ("mesh_pretrain", "pre-train the dense branch's mesh decoder on the morphable face space"),
+    "landmarks": ("landmarks", "landmark accuracy (NME, CED) of RetinaFace and MTCNN on a split with true landmarks"),
+    "verification": ("verification", "face verification by alignment source (paper table 4) on SynthFace-ID or LFW"),
+    "train-arcface": ("train_arcface", "train the verification experiment's ArcFace embedder on SynthFace-ID"),
     "report": ("report", "build the report page (figures, tables) from records, in a repository checkout"),
 }
 

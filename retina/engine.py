@@ -43,11 +43,13 @@ from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, colla
 from retina.dense.pixel import pixel_loss, select_faces
 from retina.errors import RetinaError
 from retina.losses import assign, losses, weighted_total
-from retina.mesh.pretrain import DEFAULT_DECODER, load_mesh_decoder
+from retina.models.mesh_decoder import load_mesh_decoder
 from retina.preprocess import normalize
 from retina.priors import make_priors
 from retina.render import backend
 from retina.results import file_id, git_commit, provenance, utc_now, write_json, write_text
+from retina.schedule import learning_rate
+from retina.weights import DEFAULT_DECODER
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
 History = dict[str, list[dict[str, Any]]]  # {"invocations": [...], "saves": [...]}
@@ -162,14 +164,6 @@ class _Throughput:
 
     def rate(self) -> float:
         return self.seen / (time.perf_counter() - self.t0)
-
-
-def learning_rate(iteration: int, total: int, cfg: TrainCfg) -> float:
-    """The paper's schedule scaled to ``total`` iterations: linear warm-up, then steps of 1/10."""
-    warmup = int(cfg.warmup_fraction * total)
-    if iteration < warmup:
-        return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * iteration / warmup
-    return cfg.lr * 0.1 ** sum(iteration >= int(f * total) for f in cfg.step_fractions)
 
 
 def train(
@@ -409,7 +403,11 @@ def _loop(s: _Session, loss_fn: LossFn) -> tuple[int, dict[str, torch.Tensor]]:
     done, saved = s.start, (s.start if s.start else None)
     parts: dict[str, torch.Tensor] = {}
     for iteration, batch in enumerate(s.loader, start=s.start):
-        lr = learning_rate(iteration, ctx.total, ctx.train_cfg)
+        cfg = ctx.train_cfg
+        lr = learning_rate(
+            iteration, ctx.total, cfg.lr, warmup_fraction=cfg.warmup_fraction, warmup_lr=cfg.warmup_lr,
+            step_fractions=cfg.step_fractions,
+        )  # fmt: skip
         parts, counts = _step(s, batch, lr, loss_fn, iteration, saved)
         meter.seen += ctx.train_cfg.batch_size
         done = iteration + 1

@@ -9,13 +9,14 @@ import pandas as pd
 import pytest
 
 from ablations import run as runner
-from ablations.variants import ABLATIONS, PAPER_TABLE3, Setting, replace_path
-from reports.ablation_table import build, frame, load_records, summarize
+from ablations.variants import ABLATIONS, Setting, replace_path
 from retina.cli import main as cli_main
 from retina.config import AugmentCfg, TrainCfg, to_dict
 from retina.data.dataset import SplitPaths
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit
+from retina.paper import PAPER_TABLE3, TABLE3_ABLATIONS
+from retina.report.ablation_table import build, frame, load_records, summarize
 from tests.toy_faces import make_toy_split
 
 
@@ -268,8 +269,8 @@ def _key_plan(name: str, tmp_path) -> runner.Plan:
 def test_run_key_of_mesh_rows_includes_the_pretrained_decoder_sha256(tmp_path, monkeypatch):
     import hashlib
 
+    from retina import weights as mesh_decoder
     from retina.config import PostCfg
-    from retina.mesh import pretrain
 
     plan = _key_plan("mesh", tmp_path)
     variant = plan.variants[2]
@@ -281,18 +282,18 @@ def test_run_key_of_mesh_rows_includes_the_pretrained_decoder_sha256(tmp_path, m
     }  # fmt: skip
     without = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     assert key != without
-    sha = hashlib.sha256(pretrain.DEFAULT_DECODER.read_bytes()).hexdigest()
-    content["mesh_decoder_init"] = {"file": pretrain.DEFAULT_DECODER.name, "sha256": sha}
+    sha = hashlib.sha256(mesh_decoder.DEFAULT_DECODER.read_bytes()).hexdigest()
+    content["mesh_decoder_init"] = {"file": mesh_decoder.DEFAULT_DECODER.name, "sha256": sha}
     assert key == hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
     # the same bytes elsewhere: the same key; other bytes: another key
-    same = tmp_path / "same" / pretrain.DEFAULT_DECODER.name
+    same = tmp_path / "same" / mesh_decoder.DEFAULT_DECODER.name
     same.parent.mkdir()
-    same.write_bytes(pretrain.DEFAULT_DECODER.read_bytes())
-    monkeypatch.setattr(pretrain, "DEFAULT_DECODER", same)
+    same.write_bytes(mesh_decoder.DEFAULT_DECODER.read_bytes())
+    monkeypatch.setattr(mesh_decoder, "DEFAULT_DECODER", same)
     assert runner.run_key(plan, variant) == key
-    other = tmp_path / pretrain.DEFAULT_DECODER.name
+    other = tmp_path / mesh_decoder.DEFAULT_DECODER.name
     other.write_bytes(same.read_bytes() + b"\0")
-    monkeypatch.setattr(pretrain, "DEFAULT_DECODER", other)
+    monkeypatch.setattr(mesh_decoder, "DEFAULT_DECODER", other)
     assert runner.run_key(plan, variant) != key
     # rows without a mesh head do not depend on the decoder
     lm_plan = _key_plan("landmarks", tmp_path)
@@ -387,3 +388,7 @@ def test_paper_reference_has_one_mirrors_line_per_mirrored_row(tmp_path):
     assert paper.loc["+Lpixel", "hard_diff"] == pytest.approx(-0.010)
     assert paper.loc["+Lpts +Lpixel", "hard_map_diff"] == pytest.approx(0.796)
     assert paper.loc[["FPN+Context", "+DCN"], "hard_diff"].isna().all()  # only mirrored rows have differences
+
+
+def test_the_report_knows_every_ablation():
+    assert tuple(ABLATIONS) == TABLE3_ABLATIONS

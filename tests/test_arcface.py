@@ -1,4 +1,4 @@
-"""ArcFace margin head (retina.verify.arcface) against float64 references written with math.acos."""
+"""ArcFace margin head (retina.recognition.arcface) against float64 references written with math.acos."""
 
 import math
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
-from retina.verify.arcface import ArcFaceCfg, ArcFaceHead, arcface_loss, margin_logits, target_logit
+from retina.recognition.arcface import ArcFaceCfg, ArcFaceHead, arcface_loss, margin_logits, target_logit
 
 M = 0.5
 TH = math.cos(math.pi - M)  # -0.8776: below it theta + m passes pi

@@ -21,8 +21,8 @@ import pytest
 import torch
 
 from retina.cli import main
-from retina.commands.args import DEFAULT_WEIGHTS
 from retina.data.widerface import SETTINGS, GroundTruth, write_ground_truth, write_predictions
+from retina.weights import DEFAULT_WEIGHTS
 from tests.toy_faces import make_toy_split
 
 

@@ -9,7 +9,8 @@ import torch
 
 from retina.mesh.hierarchy import build_hierarchy, default_hierarchy, scaled_laplacian
 from retina.mesh.template import build_template
-from retina.models.chebconv import ChebConv, MeshDecoder, MeshDecoderConfig
+from retina.models.chebconv import ChebConv
+from retina.models.mesh_decoder import MeshDecoder, MeshDecoderConfig
 
 
 def _random_graph_laplacian(n: int = 12, seed: int = 0) -> sp.csr_matrix:

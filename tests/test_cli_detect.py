@@ -60,7 +60,7 @@ def test_detect_real_weights_on_a_sample(tmp_path):
 
 def test_detect_without_weights_uses_the_committed_checkpoint(tmp_path, capsys):
     from retina.api import Detector
-    from retina.commands.args import DEFAULT_WEIGHTS
+    from retina.weights import DEFAULT_WEIGHTS
 
     image = tmp_path / "face.png"
     canvas = np.full((96, 128, 3), 60, np.uint8)

@@ -18,8 +18,6 @@ from retina.api import Detector
 from retina.build import build_detector
 from retina.coding import encode_boxes
 from retina.config import preset
-from retina.data.synth import SYNTH_PRESETS, generate_split, read_meta
-from retina.data.synth_face import DISTANCE
 from retina.dense.accuracy import DenseCfg, dense_accuracy, predicted_uv, true_mesh
 from retina.dense.crops import CANONICAL_CROP
 from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
@@ -29,6 +27,8 @@ from retina.models.detector import MeshPredictions
 from retina.models.heads import DEFAULT_CAMERA
 from retina.priors import make_priors
 from retina.render import model_to_camera
+from retina.synth.face import DISTANCE
+from retina.synth.splits import SYNTH_PRESETS, generate_split, read_meta
 
 TINY = SYNTH_PRESETS["tiny"]
 

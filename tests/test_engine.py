@@ -12,7 +12,7 @@ import torch
 from retina.checkpoint import read_checkpoint
 from retina.config import AugmentCfg, TrainCfg, preset
 from retina.data.dataset import ResumableSampler, SplitPaths
-from retina.engine import RunSpec, TrainingDiverged, learning_rate, train
+from retina.engine import RunSpec, TrainingDiverged, train
 from retina.errors import RetinaError
 from retina.losses import losses
 from tests.toy_faces import make_toy_split
@@ -33,16 +33,6 @@ def toy(tmp_path_factory):
 
 def _spec(out, data, **kw):
     return RunSpec(out_dir=out, data=data, workers=0, checkpoint_every=3, log_every=1, progress=False, **kw)
-
-
-def test_schedule_scaled_to_run_length():
-    cfg = TrainCfg()  # paper: warm-up over 5/80 of the run, /10 at 55/80 and 68/80
-    assert learning_rate(0, 800, cfg) == pytest.approx(1e-3)
-    assert learning_rate(25, 800, cfg) == pytest.approx(1e-3 + 0.5 * 9e-3)
-    assert learning_rate(50, 800, cfg) == pytest.approx(1e-2)
-    assert learning_rate(549, 800, cfg) == pytest.approx(1e-2)
-    assert learning_rate(550, 800, cfg) == pytest.approx(1e-3)
-    assert learning_rate(680, 800, cfg) == pytest.approx(1e-4)
 
 
 def test_sampler_resumes_where_it_stopped_and_splits_batches_across_ranks():

@@ -14,10 +14,10 @@ from retina.checkpoint import read_checkpoint, save_checkpoint
 from retina.cli import main
 from retina.config import AugmentCfg, TrainCfg, preset
 from retina.data.dataset import SplitPaths, data_fingerprint
-from retina.data.synth import generate_split
-from retina.data.synth_config import SYNTH_PRESETS
 from retina.engine import RunSpec, train
 from retina.errors import RetinaError
+from retina.synth.config import SYNTH_PRESETS
+from retina.synth.splits import generate_split
 from tests.conftest import REPO_ROOT
 from tests.toy_faces import make_toy_split
 

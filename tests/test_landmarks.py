@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from retina.eval.landmarks import Summary, auc, ced, failure_rate, match, nme
 from retina.verify import landmark_job as job
-from retina.verify.landmarks import Summary, auc, ced, failure_rate, match, nme
 
 
 def test_nme_divides_the_mean_point_distance_by_sqrt_of_the_box_area():

@@ -16,14 +16,17 @@ from retina.mesh.hierarchy import default_hierarchy
 from retina.mesh.pretrain import (
     PretrainCfg,
     inter_ocular,
-    load_mesh_decoder,
     main,
     mesh_errors,
     pretrain,
-    save_mesh_decoder,
 )
 from retina.mesh.template import build_template
-from retina.models.chebconv import FaceDecoder, MeshDecoderConfig
+from retina.models.mesh_decoder import (
+    FaceDecoder,
+    MeshDecoderConfig,
+    load_mesh_decoder,
+    save_mesh_decoder,
+)
 from retina.results import file_sha256
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "retina" / "weights"

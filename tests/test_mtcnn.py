@@ -1,4 +1,4 @@
-"""MTCNN (retina.verify.mtcnn): hand-computed pieces of the cascade, weight loading, and agreement with
+"""MTCNN (retina.models.mtcnn): hand-computed pieces of the cascade, weight loading, and agreement with
 facenet-pytorch 2.6.0's detections on the sample photos (../shared/data/reference)."""
 
 import json
@@ -11,7 +11,7 @@ from torchvision.ops import box_iou
 
 from retina.errors import CheckpointError, RetinaError
 from retina.images import read_image
-from retina.verify.mtcnn import (
+from retina.models.mtcnn import (
     WEIGHT_FILES,
     Mtcnn,
     MtcnnCfg,

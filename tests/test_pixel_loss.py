@@ -20,11 +20,12 @@ from retina.engine import RunSpec, train
 from retina.errors import RetinaError
 from retina.losses import assign
 from retina.matching import POSITIVE
-from retina.mesh.pretrain import DEFAULT_DECODER, load_mesh_decoder
 from retina.models.detector import MeshPredictions
 from retina.models.heads import DEFAULT_CAMERA, DEFAULT_LIGHT
+from retina.models.mesh_decoder import load_mesh_decoder
 from retina.priors import make_priors
 from retina.render import render_mesh
+from retina.weights import DEFAULT_DECODER
 from tests.toy_faces import make_toy_split
 
 F64 = torch.float64

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from retina.api import Detector
-from retina.data.synth import default_split
 from retina.evaluate import EvalSplit, evaluate_detector
+from retina.synth.splits import default_split
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "retina" / "weights"
 TOLERANCE = 0.002

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from reports import report, sections, sources
 from retina.errors import RetinaError
+from retina.report import report, sections, sources
 from tests.test_ablations import _record as ablation_record
 
 PROV = {"created_utc": "2026-01-02T03:04:05+00:00", "git": {"commit": "0123456789abcdef", "dirty": False},

@@ -16,10 +16,10 @@ from torchvision.ops import nms
 
 from benchmarks import speed
 from benchmarks.speed_fastpath import baseline, numpy_nms, python_priors
-from reports import speed as report
 from retina import Detector
 from retina.config import preset
 from retina.priors import PriorCache, make_priors
+from retina.report import speed as report
 from tests.conftest import shared_file
 
 needs_onnx = pytest.mark.skipif(bool(speed.missing_onnx_modules()), reason="the onnx extra is not installed")

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from retina.cli import main
-from retina.data.synth import SYNTH_PRESETS, SynthCfg, default_split, generate_split, read_meta
-from retina.data.synth_config import difficulty, settings_of, wider_attributes
-from retina.data.synth_sheet import contact_sheet
 from retina.data.widerface import load_ground_truth, read_retinaface_labels
 from retina.errors import DataFormatError, RetinaError
 from retina.mesh import FaceParams, build_template, face_shape
 from retina.render import model_to_camera, project
+from retina.synth.config import difficulty, settings_of, wider_attributes
+from retina.synth.sheet import contact_sheet
+from retina.synth.splits import SYNTH_PRESETS, SynthCfg, default_split, generate_split, read_meta
 
 TINY = SYNTH_PRESETS["tiny"]
 

@@ -12,19 +12,19 @@ import cv2
 import numpy as np
 import pytest
 
-from retina.data.synth_id import (
+from retina.errors import DataFormatError, RetinaError
+from retina.synth.identities import (
     DATASET,
     generate_id_split,
     make_pairs,
     pairs_text,
     read_id_meta,
-    read_pairs,
     sample_identity,
     sample_view,
     synth_id_split,
 )
-from retina.data.synth_id_config import SYNTH_ID_PRESETS, SYNTH_ID_VERSION, TEST_IDENTITY_OFFSET, fold_capacity
-from retina.errors import DataFormatError, RetinaError
+from retina.synth.identity_config import SYNTH_ID_PRESETS, SYNTH_ID_VERSION, TEST_IDENTITY_OFFSET, fold_capacity
+from retina.verify.readers import LfwPairs, read_lfw_pairs
 
 TINY = SYNTH_ID_PRESETS["tiny"]
 
@@ -117,10 +117,28 @@ def test_landmarks_inside_image_and_box(train_split, test_split):
     assert frontal >= 20  # most LFW-like poses are near frontal
 
 
+def _folds(pairs: LfwPairs) -> list[tuple[list, list]]:
+    """Per fold: matched (identity, n1, n2) and mismatched (identity1, n1, identity2, n2), from the image paths."""
+
+    def parse(path: Path) -> tuple[int, int]:
+        name, number = path.stem.rsplit("_", 1)
+        assert name.startswith("id_") and path.parent.name == name
+        return int(name[3:]), int(number)
+
+    folds: list[tuple[list, list]] = [([], []) for _ in range(int(pairs.folds.max()) + 1)]
+    for pair in pairs.pairs:
+        (i, a), (j, b) = parse(pair.left), parse(pair.right)
+        if pair.same:
+            folds[pair.fold][0].append((i, a, b))
+        else:
+            folds[pair.fold][1].append((i, a, j, b))
+    return folds
+
+
 def test_pairs_txt_protocol(test_split):
     text = (test_split / "pairs.txt").read_text()
     assert text.splitlines()[0] == "10\t2" and len(text.splitlines()) == 1 + 10 * 4
-    folds = read_pairs(test_split / "pairs.txt")
+    folds = _folds(read_lfw_pairs(test_split / "pairs.txt", test_split / "images"))
     assert len(folds) == 10 and all(len(m) == 2 and len(u) == 2 for m, u in folds)
     ids = {r["identity"] for r in read_id_meta(test_split)["images"]}
     seen: set[tuple] = set()
@@ -211,4 +229,4 @@ def test_user_errors(tmp_path, train_split):
     bad = tmp_path / "pairs.txt"
     bad.write_text("1\t1\nid_00001\t1\t2\nid_00001\t1\n")
     with pytest.raises(DataFormatError, match=r"pairs\.txt:3"):
-        read_pairs(bad)
+        read_lfw_pairs(bad, tmp_path, check_images=False)

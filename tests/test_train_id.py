@@ -1,4 +1,4 @@
-"""ArcFace training on aligned crops (retina.verify.train_id) and its backbone (retina.models.face_embed).
+"""ArcFace training on aligned crops (retina.recognition.train) and its backbone (retina.models.face_embed).
 
 The training tests use a tiny split made here in the SynthFace-ID layout: 4 identities (a red disc, a green
 rectangle, a blue triangle, a white cross; drawn with cv2, jittered in place, size and background), 6 images
@@ -11,13 +11,14 @@ OpenMP threads were 10-20x slower than one in our measurements.
 
 import dataclasses
 import json
-import math
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from retina.cli import main as cli_main
+from retina.commands.train_arcface import RECIPES
 from retina.config import from_dict, to_dict
 from retina.errors import DataFormatError, RetinaError
 from retina.models.face_embed import (
@@ -28,9 +29,7 @@ from retina.models.face_embed import (
     embed_preset,
     normalize_crops,
 )
-from retina.results import file_sha256
-from retina.verify.align import ARCFACE_112
-from retina.verify.train_id import (
+from retina.recognition.train import (
     TRAIN_ID_PRESETS,
     AlignedFaces,
     IdRunSpec,
@@ -39,13 +38,13 @@ from retina.verify.train_id import (
     augment_crop,
     embed_images,
     id_data,
-    learning_rate,
     load_embedder,
-    main,
     read_synthface_id,
     save_embedder,
     train_id,
 )
+from retina.results import file_sha256
+from retina.verify.align import ARCFACE_112
 
 IDENTITIES = (3, 7, 12, 40)  # not contiguous: read_synthface_id re-indexes them 0..3
 PER_IDENTITY = 6
@@ -243,16 +242,6 @@ def test_augmentation_flip_and_jitter():
 # --- training -------------------------------------------------------------------------------------------
 
 
-def test_learning_rate_schedules():
-    cfg = TrainIdCfg(lr=0.1, warmup_fraction=0.1)
-    assert [learning_rate(i, 100, cfg) for i in range(3)] == pytest.approx([0.01, 0.02, 0.03])
-    assert learning_rate(10, 100, cfg) == pytest.approx(0.1)  # end of warm-up: the top of the cosine
-    assert learning_rate(55, 100, cfg) == pytest.approx(0.05)  # half-way through the cosine
-    assert learning_rate(99, 100, cfg) == pytest.approx(0.05 * (1 + math.cos(math.pi * 89 / 90)))
-    step = dataclasses.replace(cfg, schedule="step", step_fractions=(0.5, 0.8))
-    assert [learning_rate(i, 100, step) for i in (10, 49, 50, 79, 80)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3])
-
-
 def test_short_training_separates_identities(split, tmp_path):
     data = read_synthface_id(split)
     record = train_id(LEARN, data, IdRunSpec(tmp_path / "run", log_every=1, progress=False))
@@ -351,7 +340,11 @@ def test_embed_images_flip_sum_and_modes():
 
 def test_command_line(split, tmp_path, capsys):
     argv = ["--data", str(split), "--out", str(tmp_path / "cli"), "--max-iterations", "2", "--batch-size", "8"]
-    assert main([*argv, "--no-progress", "--threads", "1"]) == 0
+    assert cli_main(["train-arcface", *argv, "--no-progress", "--threads", "1"]) == 0
     assert (tmp_path / "cli" / "final.pth").is_file() and (tmp_path / "cli" / "train_record.json").is_file()
-    assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
+    assert cli_main(["train-arcface", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "no meta.json" in capsys.readouterr().err
+
+
+def test_command_recipes_are_the_presets():
+    assert tuple(sorted(TRAIN_ID_PRESETS)) == RECIPES

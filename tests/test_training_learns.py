@@ -15,10 +15,10 @@ from retina.build import build_detector
 from retina.checkpoint import save_checkpoint
 from retina.config import AugmentCfg, TrainCfg, preset
 from retina.data.dataset import SplitPaths
-from retina.data.synth import generate_split
-from retina.data.synth_config import SYNTH_PRESETS
 from retina.engine import RunSpec, train
 from retina.evaluate import EvalSplit, evaluate_detector
+from retina.synth.config import SYNTH_PRESETS
+from retina.synth.splits import generate_split
 
 MARGIN = 0.02
 

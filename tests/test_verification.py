@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from retina.cli import main as cli_main
 from retina.verify import experiment as ex
 
 
@@ -36,12 +37,12 @@ def test_compare_is_paired_per_fold():
 @pytest.mark.slow
 def test_experiment_on_tiny_synthface_id(tmp_path, monkeypatch):
     from retina.models.face_embed import build_embedder
-    from retina.verify.train_id import save_embedder
+    from retina.recognition.train import save_embedder
 
     monkeypatch.setenv("RETINA_CACHE", str(tmp_path / "cache"))
     embedder = save_embedder(tmp_path / "emb.pth", build_embedder("mobilefacenet-s", seed=0))
     args = ["--synth-preset", "tiny", "--embedder", str(embedder), "--out", str(tmp_path / "out"), "--no-progress"]
-    assert ex.main(args) == 0
+    assert cli_main(["verification", *args]) == 0
     record = json.loads((tmp_path / "out" / "synthface_id" / "verification.json").read_text())
     assert list(record["rows"]) == ["none", "RetinaFace", "ground truth"]
     assert record["synthetic"] and record["pairs"] == 40 and record["mtcnn"].startswith("not run")

@@ -12,9 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# The committed checkpoint: mobilenet0.25 trained on SynthFace (synthetic data only).
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "mobilenet0.25_synthface.pth"
-
 
 def _parse(text: str, kind: type, expected: str, ok: Callable[[float], bool]) -> Any:
     """``kind(text)`` if it parses, is finite and satisfies ``ok``; else an ArgumentTypeError saying ``expected``."""

@@ -1,7 +1,7 @@
 """``retina detect IMAGE_OR_DIR... --out DIR [--model M] [--weights W]``: per image a JSON file and a picture.
 
 ``--model retinaface`` (default) runs a retina checkpoint or biubug6 state dict; ``--model mtcnn`` runs MTCNN
-(:mod:`retina.verify.mtcnn`) from a folder holding facenet-pytorch's ``pnet.pt``, ``rnet.pt`` and ``onet.pt``.
+(:mod:`retina.models.mtcnn`) from a folder holding facenet-pytorch's ``pnet.pt``, ``rnet.pt`` and ``onet.pt``.
 Both write the same JSON layout (boxes, scores, landmarks, settings).
 """
 
@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from retina.commands.args import DEFAULT_WEIGHTS, device, fraction, iou_threshold, output_dir
+from retina.commands.args import device, fraction, iou_threshold, output_dir
 from retina.config import PRESETS
 from retina.errors import RetinaError
 from retina.images import IMAGE_SUFFIXES, is_image_file, read_image
 from retina.protocols import PROTOCOLS
 from retina.results import write_bytes, write_json
+from retina.weights import DEFAULT_WEIGHTS
 
 if TYPE_CHECKING:
     from retina.api import Detections
@@ -146,7 +147,7 @@ def check_mtcnn_flags(args: argparse.Namespace) -> None:
 def mtcnn(args: argparse.Namespace) -> tuple[Detect, dict[str, Any]]:
     """The MTCNN detector of ``args`` (BGR images in) and the settings recorded with its results."""
     from retina.api import Detections
-    from retina.verify.mtcnn import MtcnnCfg, load_mtcnn
+    from retina.models.mtcnn import MtcnnCfg, load_mtcnn
 
     cfg = MtcnnCfg(channels="bgr")
     model = load_mtcnn(args.weights, cfg, device=args.device)

@@ -12,8 +12,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from retina.commands.args import DEFAULT_WEIGHTS, add_arithmetic, device, fraction, iou_threshold, positive_int
+from retina.commands.args import add_arithmetic, device, fraction, iou_threshold, positive_int
 from retina.protocols import PROTOCOLS
+from retina.weights import DEFAULT_WEIGHTS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if note := iou_note(args.arithmetic, args.iou):
         print(note, file=sys.stderr)
     if args.data_root is None:
-        from retina.data.synth import default_split
+        from retina.synth.splits import default_split
 
         root = default_split("val")
         split = EvalSplit.from_root(root, args.gt, label="SynthFace val (synthetic data, not WIDER FACE)")

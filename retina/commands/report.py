@@ -1,13 +1,9 @@
-"""``retina report``: the report page from records (``reports/report.py`` of the repository checkout)."""
+"""``retina report``: the report page from records (:mod:`retina.report.report`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
-
-from retina.errors import RetinaError
-from retina.results import REPO_ROOT
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,10 +13,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if not (REPO_ROOT / "reports" / "report.py").is_file():
-        raise RetinaError(f"the report is built in a checkout of the repository; no reports/ under {REPO_ROOT}")
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
-    from reports.report import run as build_report
+    from retina.report.report import run as build_report
 
     return build_report(args.publish, args.run_missing, args.out)

@@ -1,7 +1,7 @@
 """``retina synth --out DIR --split train|val --images N --seed S``: generate a SynthFace split.
 
 Writes the WIDER FACE layouts (images, RetinaFace label.txt, official evaluation .mat files) plus
-per-face metadata (meta.jsonl) and the generator record (synth.json). See ``retina.data.synth``.
+per-face metadata (meta.jsonl) and the generator record (synth.json). See ``retina.synth.splits``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retina.data.synth import SYNTH_PRESETS, generate_split
+    from retina.synth.splits import SYNTH_PRESETS, generate_split
 
     if args.preset not in SYNTH_PRESETS:
         raise RetinaError(f"unknown preset {args.preset!r} (available: {', '.join(SYNTH_PRESETS)})")
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         f"-> {out} in {time.perf_counter() - start:.1f} s"
     )
     if args.contact_sheet is not None:
-        from retina.data.synth_sheet import contact_sheet
+        from retina.synth.sheet import contact_sheet
 
         print(f"contact sheet -> {contact_sheet(out, args.contact_sheet)}")
     return 0

@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_root is not None:
         paths, label = SplitPaths.from_root(args.data_root), f"RetinaFace-layout split {args.data_root}"
     else:
-        from retina.data.synth import default_split
+        from retina.synth.splits import default_split
 
         paths, label = SplitPaths.from_root(default_split("train")), "SynthFace default train split (synthetic)"
     run_spec = RunSpec(

@@ -28,8 +28,6 @@ from torchvision.ops import box_iou
 
 from retina.api import Detector
 from retina.coding import decode_boxes
-from retina.data.synth import read_meta
-from retina.data.synth_face import DISTANCE
 from retina.dense.crops import posed_uv, square_crops
 from retina.images import read_image
 from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
@@ -38,6 +36,8 @@ from retina.mesh.template import build_template
 from retina.postprocess import face_scores
 from retina.protocols import Resize
 from retina.render import model_to_camera, perspective, project, rasterize, vertex_normals
+from retina.synth.face import DISTANCE
+from retina.synth.splits import read_meta
 
 SELF_OCCLUSION_TOL = 0.05  # model units (the face is ~1.3 tall): a vertex this far behind the surface is hidden
 

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import io
 import json
-import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -47,18 +45,18 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from retina.checkpoint import load_weights, safe_load
-from retina.config import config_hash, from_dict, to_dict
-from retina.errors import CheckpointError, RetinaError
+from retina.config import config_hash, to_dict
+from retina.errors import RetinaError
 from retina.mesh.hierarchy import MeshHierarchy, default_hierarchy
 from retina.mesh.morphable import face_shape, sample_face_params, vertex_albedo
 from retina.mesh.template import FaceTemplate, build_template
-from retina.models.chebconv import FaceDecoder, MeshDecoderConfig
+from retina.models.mesh_decoder import (
+    FaceDecoder,
+    MeshDecoderConfig,
+    save_mesh_decoder,
+)
 from retina.results import file_id, file_sha256, provenance, write_bytes, write_json, write_text
-
-DECODER_FORMAT = "retina-mesh-decoder"
-DEFAULT_DECODER = Path(__file__).resolve().parents[1] / "weights" / "mesh_decoder.pth"  # the committed decoder
-VERSION = 1
+from retina.schedule import learning_rate
 
 
 @dataclass(frozen=True)
@@ -172,15 +170,6 @@ class MeshEncoder(nn.Module):
         return self.net(x.flatten(1))
 
 
-def learning_rate(iteration: int, cfg: PretrainCfg) -> float:
-    """Learning rate of ``iteration`` (0-based): linear warm-up, then cosine decay to 0."""
-    warmup = int(cfg.warmup_fraction * cfg.iterations)
-    if iteration < warmup:
-        return cfg.lr * (iteration + 1) / warmup
-    progress = (iteration - warmup) / max(1, cfg.iterations - warmup)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * progress))
-
-
 def _loss(cfg: PretrainCfg, pred: Tensor, target: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(weighted loss on errors divided by ``scale``, L1 xyz error, L1 rgb error in data units)."""
     err = (pred - target).abs()
@@ -192,45 +181,6 @@ def _loss(cfg: PretrainCfg, pred: Tensor, target: Tensor, scale: Tensor) -> tupl
 @torch.no_grad()
 def _predict(encoder: MeshEncoder, decoder: FaceDecoder, x: Tensor, batch: int = 250) -> np.ndarray:
     return np.concatenate([decoder(encoder(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
-
-
-# --- checkpoint ---------------------------------------------------------------------------------------------
-
-
-def save_mesh_decoder(path: str | Path, decoder: FaceDecoder, prov: Mapping[str, Any] | None = None) -> Path:
-    """Write the decoder alone (config, state dict, finest-level vertex counts, provenance) atomically."""
-    payload = {
-        "format": DECODER_FORMAT,
-        "version": VERSION,
-        "config": to_dict(decoder.config),
-        "num_vertices": list(default_hierarchy().num_vertices),
-        "state_dict": {k: v.detach().cpu().clone() for k, v in decoder.state_dict().items()},
-        "provenance": json.loads(json.dumps(dict(prov or {}), default=str)),
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return write_bytes(path, buffer.getvalue())
-
-
-def load_mesh_decoder(path: str | Path) -> tuple[FaceDecoder, dict[str, Any]]:
-    """(decoder on the default hierarchy in eval mode, the whole payload); errors are :class:`CheckpointError`."""
-    payload = safe_load(path)
-    if not isinstance(payload, dict) or payload.get("format") != DECODER_FORMAT:
-        raise CheckpointError(f"{path}: not a mesh-decoder checkpoint (written by retina.mesh.pretrain)")
-    if payload.get("version") != VERSION:
-        raise CheckpointError(f"{path}: mesh-decoder checkpoint version {payload.get('version')} is not supported")
-    hierarchy = default_hierarchy()
-    if tuple(payload.get("num_vertices", ())) != hierarchy.num_vertices:
-        raise CheckpointError(
-            f"{path}: decoder for mesh levels {payload.get('num_vertices')}, this suite has {hierarchy.num_vertices}"
-        )
-    try:
-        cfg = from_dict(MeshDecoderConfig, payload["config"])
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: a mesh-decoder checkpoint without a valid config ({exc})") from None
-    decoder = FaceDecoder(hierarchy, cfg)
-    load_weights(decoder, payload["state_dict"], str(path))
-    return decoder.eval(), payload
 
 
 # --- training -----------------------------------------------------------------------------------------------
@@ -267,7 +217,7 @@ def pretrain(cfg: PretrainCfg, out_dir: Path, log_every: int = 50, eval_every: i
             perm, pos = order.permutation(len(train)), 0
         idx = torch.from_numpy(perm[pos : pos + min(cfg.batch_size, len(perm))])
         pos += len(idx)
-        lr = learning_rate(it, cfg)
+        lr = learning_rate(it, cfg.iterations, cfg.lr, warmup_fraction=cfg.warmup_fraction, decay="cosine")
         for group in optimizer.param_groups:
             group["lr"] = lr
         target = train[idx]

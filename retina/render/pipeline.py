@@ -13,8 +13,8 @@ from types import ModuleType
 
 import torch
 
+import retina.render.torch_backend as torch_backend
 from retina.errors import RetinaError
-from retina.render import torch_backend
 from retina.render.antialias import antialias as antialias_silhouette
 from retina.render.camera import model_to_camera, perspective
 from retina.render.light import lambertian, split_light, vertex_normals
@@ -43,7 +43,7 @@ def backend(name: str) -> ModuleType:
     if name == "torch":
         return torch_backend
     if name == "nvdiffrast":
-        from retina.render import nvdiffrast_backend
+        import retina.render.nvdiffrast_backend as nvdiffrast_backend
 
         nvdiffrast_backend.check_available()
         return nvdiffrast_backend

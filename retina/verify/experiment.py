@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,8 +35,8 @@ from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, writ
 from retina.verify.align import align_face, center_crop
 from retina.verify.protocol import cosine_scores, fold_accuracy, roc_curve, tar_at_far
 from retina.verify.readers import read_lfw_pairs
+from retina.weights import DEFAULT_EMBEDDER, DEFAULT_WEIGHTS
 
-DEFAULT_EMBEDDER = Path(__file__).resolve().parent.parent / "weights" / "arcface_synthface_id.pth"
 FARS = (1e-3, 1e-4)
 CROP = 112
 # arXiv 1905.00641 table 4: ArcFace (ResNet-100, MS1M) verification accuracy (%) by alignment source.
@@ -163,7 +162,7 @@ Embed = Callable[[np.ndarray], np.ndarray]  # (N, 112, 112, 3) uint8 BGR -> (N, 
 
 
 def own_embedder(path: Path) -> tuple[Embed, dict[str, Any]]:
-    from retina.verify.train_id import embed_images, load_embedder
+    from retina.recognition.train import embed_images, load_embedder
 
     model, payload = load_embedder(path)
     info = {"kind": "ArcFace (this suite)", "file": path.name, "sha256": file_sha256(path),
@@ -259,38 +258,18 @@ def roc_png(record: dict[str, Any]) -> bytes:
 # --- the job ----------------------------------------------------------------------------------------------
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m retina.verify.experiment", description=__doc__.splitlines()[0])
-    p.add_argument("--lfw-pairs", type=Path, help="LFW pairs.txt (with --lfw-images) instead of SynthFace-ID")
-    p.add_argument("--lfw-images", type=Path, help="LFW image folder (<name>/<name>_NNNN.jpg)")
-    p.add_argument("--synth-preset", default="default", help="SynthFace-ID preset (default: default)")
-    p.add_argument("--embedder", type=Path, help="our ArcFace checkpoint (default: the committed one)")
-    p.add_argument("--onnx", type=Path, help="an ONNX face-recognition model instead (112x112 aligned crops)")
-    p.add_argument("--onnx-layout", default="nchw", choices=("nchw", "nhwc"))
-    p.add_argument("--onnx-channels", default="rgb", choices=("rgb", "bgr"))
-    p.add_argument("--onnx-mean", type=float, default=127.5)
-    p.add_argument("--onnx-std", type=float, default=127.5)
-    p.add_argument("--weights", type=Path, help="RetinaFace checkpoint (default: the committed one)")
-    p.add_argument("--mtcnn-weights", type=Path, help="folder with MTCNN's pnet.pt, rnet.pt, onet.pt")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "verification")
-    p.add_argument("--publish", action="store_true", help="also write the record into reports/records/verification/")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
 def dataset(args: argparse.Namespace) -> VerifySet:
     if (args.lfw_pairs is None) != (args.lfw_images is None):
         raise RetinaError("--lfw-pairs and --lfw-images go together")
     if args.lfw_pairs is not None:
         return lfw_set(args.lfw_pairs, args.lfw_images)
-    from retina.data.synth_id import synth_id_split
+    from retina.synth.identities import synth_id_split
 
     return synthface_id_set(synth_id_split("test", args.synth_preset, progress=not args.no_progress))
 
 
 def sources(args: argparse.Namespace, vset: VerifySet) -> tuple[dict[str, Any], dict[str, Any]]:
     """The rows' crop functions (name -> source) and what identifies each detector."""
-    from retina.commands.args import DEFAULT_WEIGHTS
     from retina.verify.landmark_job import mtcnn_method, retinaface_method
 
     rows: dict[str, Any] = {"none": lambda image, face: (crop_none(image, face), False)}
@@ -341,28 +320,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        if args.mtcnn_weights is None:
-            print(
-                "note: MTCNN row not run (pass --mtcnn-weights DIR holding pnet.pt, rnet.pt, onet.pt)", file=sys.stderr
-            )
-        record = run(args)
-        out = args.out / record["dataset"]
-        text = markdown(record["table"])
-        paths = [write_json(out / "verification.json", record), write_text(out / "table.md", text),
-                 write_bytes(out / "roc.png", roc_png(record))]  # fmt: skip
-        if args.publish:
-            name = f"{record['dataset']}.json"
-            paths.append(write_json(REPO_ROOT / "reports" / "records" / "verification" / name, record))
-    except RetinaError as exc:
-        print(f"verification: error: {exc}", file=sys.stderr)
-        return 2
-    print(text)
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def write(record: dict[str, Any], out: Path, publish: bool) -> list[Path]:
+    """The record, its table and ROC under ``out/<dataset>/``; ``publish`` also copies the record into
+    ``reports/records/verification/`` of the checkout."""
+    folder = out / record["dataset"]
+    paths = [
+        write_json(folder / "verification.json", record),
+        write_text(folder / "table.md", markdown(record["table"])),
+    ]
+    paths.append(write_bytes(folder / "roc.png", roc_png(record)))
+    if publish:
+        name = f"{record['dataset']}.json"
+        paths.append(write_json(REPO_ROOT / "reports" / "records" / "verification" / name, record))
+    return paths

@@ -15,17 +15,17 @@ Writes ``landmarks.json`` (record with provenance), ``table.md`` and ``ced.png``
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from retina.errors import RetinaError
+from retina.eval.landmarks import CED_GRID, FAILURE_NME, Summary, ced, match, nme
 from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json, write_text
-from retina.verify.landmarks import CED_GRID, FAILURE_NME, Summary, ced, match, nme
+from retina.weights import DEFAULT_WEIGHTS
 
 # arXiv 1905.00641 section 4.5 (facts quoted from the paper; other data).
 PAPER = {
@@ -49,7 +49,7 @@ def retinaface_method(weights: Path, score_threshold: float) -> tuple[Method, di
 
 
 def mtcnn_method(folder: Path) -> tuple[Method, dict[str, Any]]:
-    from retina.verify.mtcnn import WEIGHT_FILES, MtcnnCfg, load_mtcnn
+    from retina.models.mtcnn import WEIGHT_FILES, MtcnnCfg, load_mtcnn
 
     mtcnn = load_mtcnn(folder, MtcnnCfg(channels="bgr"))
 
@@ -168,26 +168,9 @@ def ced_png(record: dict[str, Any]) -> bytes:
     return figure_png(fig)
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m retina.verify.landmark_job", description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", type=Path, help="split with images/ and label.txt (default: SynthFace val)")
-    p.add_argument("--weights", type=Path, help="RetinaFace checkpoint (default: the committed one)")
-    p.add_argument("--score-threshold", type=float, default=0.5, help="RetinaFace detections kept (default 0.5)")
-    p.add_argument("--mtcnn-weights", type=Path, help="folder with MTCNN's pnet.pt, rnet.pt, onet.pt")
-    p.add_argument("--min-face", type=float, default=20.0, help="smallest true face height evaluated (px)")
-    p.add_argument("--match-iou", type=float, default=0.3, help="IoU that ties a detection to a true face")
-    p.add_argument("--max-images", type=int, help="only the first N images")
-    p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "landmarks")
-    p.add_argument("--publish", action="store_true", help="also write the record into reports/records/landmarks/")
-    p.add_argument("--no-progress", action="store_true")
-    return p
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from retina.commands.args import DEFAULT_WEIGHTS
-
     if args.data_root is None:
-        from retina.data.synth import default_split
+        from retina.synth.splits import default_split
 
         split, data = default_split("val"), "SynthFace val (synthetic data, true landmarks)"
     else:
@@ -223,22 +206,3 @@ def write(record: dict[str, Any], out: Path, publish: bool) -> list[Path]:
     if publish:
         paths.append(write_json(REPO_ROOT / "reports" / "records" / "landmarks" / "landmarks.json", record))
     return paths
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    try:
-        if args.mtcnn_weights is None:
-            print("note: MTCNN not run (pass --mtcnn-weights DIR holding pnet.pt, rnet.pt, onet.pt)", file=sys.stderr)
-        record = run(args)
-        paths = write(record, args.out, args.publish)
-    except RetinaError as exc:
-        print(f"landmarks: error: {exc}", file=sys.stderr)
-        return 2
-    print(record["table"])
-    print("wrote " + ", ".join(str(p) for p in paths))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,7 @@
 """SynthFace: compose one image (a pure function of config, split, index and seed).
 
 Order of work: background and distractors (heads seen from behind, skin blobs); face sprites rendered
-(:mod:`retina.data.synth_face`) and placed largest first, with limited overlap; then painted smallest
+(:mod:`retina.synth.face`) and placed largest first, with limited overlap; then painted smallest
 (farthest) first, each with its body and maybe an occluder, so nearer people hide farther ones; then
 image-wide blur, colour changes, noise and JPEG. The annotations are measured from what was drawn.
 """
@@ -14,9 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from retina.data.synth_config import EVENTS, SPLIT_CODES, SynthCfg, difficulty, wider_attributes
-from retina.data.synth_face import DISTANCE, FaceSpec, FaceSprite, render_faces
-from retina.data.synth_scene import (
+from retina.mesh.morphable import FaceParams, sample_face_params
+from retina.mesh.template import FaceTemplate, build_template
+from retina.synth.config import EVENTS, SPLIT_CODES, SynthCfg, difficulty, wider_attributes
+from retina.synth.face import DISTANCE, FaceSpec, FaceSprite, render_faces
+from retina.synth.scene import (
     OCCLUDERS,
     background,
     blur,
@@ -26,8 +28,6 @@ from retina.data.synth_scene import (
     skin_blob,
     to_jpeg,
 )
-from retina.mesh.morphable import FaceParams, sample_face_params
-from retina.mesh.template import FaceTemplate, build_template
 
 # Scene kinds: (faces range, size band as fractions of the log face-size range).
 SCENES = ((1, 3, 0.55, 1.0), (4, 15, 0.25, 0.75), (16, 60, 0.0, 0.45), (1, 10, 0.0, 1.0))
@@ -261,7 +261,7 @@ def _camera(cfg: SynthCfg, rng: np.random.Generator, img: np.ndarray) -> tuple[n
 
 
 def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[bytes, dict[str, Any]]:
-    """JPEG bytes and the metadata record of image ``index`` of a split (see ``retina.data.synth``)."""
+    """JPEG bytes and the metadata record of image ``index`` of a split (see ``retina.synth.splits``)."""
     rng = image_rng(seed, split, index)
     scene = _scene(cfg, rng)
     img, n_blobs, scene_dir = _backdrop(cfg, rng, scene)

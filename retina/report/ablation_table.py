@@ -1,6 +1,6 @@
 """The ablation table in the shape of the paper's Table 3, built from the runner's records alone.
 
-    python -m reports.ablation_table results/ablations/landmarks
+    python -m retina.report.ablation_table results/ablations/landmarks
 
 Reads ``<folder>/records/*.json`` (one per variant and seed, written by :mod:`ablations.run`) and writes
 ``table.md``, ``table.csv``, ``table.json`` (the summary with provenance) and ``pr_curves.png`` (every
@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ablations.variants import PAPER_SOURCE, PAPER_TABLE3
 from retina.errors import RetinaError
 from retina.eval.plots import figure_png, style_pr_axes
+from retina.paper import PAPER_SOURCE, PAPER_TABLE3
 from retina.results import provenance, write_bytes, write_json, write_text
 
 METRICS = ("easy", "medium", "hard", "hard_map")  # AP, percent
@@ -233,8 +233,10 @@ def _footer(records: Sequence[dict[str, Any]]) -> list[str]:
     commits = sorted({f"{r['provenance']['git']['commit']}{' (dirty)' if r['provenance']['git']['dirty'] else ''}"
                       for r in records})  # fmt: skip
     machine = records[0]["provenance"]["machine"]
-    lines.append(f"Records: {len(records)}; code: {', '.join(commits)}; machine: {machine['processor']}, "
-                 f"{machine['cpu_count']} CPUs. Built by reports/ablation_table.py from records/*.json.")  # fmt: skip
+    lines.append(
+        f"Records: {len(records)}; code: {', '.join(commits)}; machine: {machine['processor']}, "
+        f"{machine['cpu_count']} CPUs. Built by retina.report.ablation_table from records/*.json."
+    )
     return lines
 
 
@@ -294,7 +296,7 @@ def build(folder: str | Path) -> dict[str, Path]:
         "summary": json.loads(summary.to_json(orient="records")),  # NaN -> null
         "paper_reference": {"source": PAPER_SOURCE, "rows": first["paper_rows"]},
         "provenance": provenance(
-            builder="reports.ablation_table", records=[f"{r['variant']}__seed{r['seed']}" for r in records]
+            builder="retina.report.ablation_table", records=[f"{r['variant']}__seed{r['seed']}" for r in records]
         ),
     }
     return {
@@ -308,13 +310,15 @@ def build(folder: str | Path) -> dict[str, Path]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) != 1:
-        print("usage: python -m reports.ablation_table RESULTS_FOLDER (e.g. results/ablations/dcn)", file=sys.stderr)
+        print(
+            "usage: python -m retina.report.ablation_table RESULTS_FOLDER (e.g. results/ablations/dcn)", file=sys.stderr
+        )
         return 2
     try:
         for path in build(args[0]).values():
             print(path)
     except RetinaError as exc:
-        print(f"reports.ablation_table: error: {exc}", file=sys.stderr)
+        print(f"retina.report.ablation_table: error: {exc}", file=sys.stderr)
         return 2
     return 0
 

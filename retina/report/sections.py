@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from reports import figures
-from reports.sources import RecordSet, Source, caption, inputs_hash
+from retina.report import figures
+from retina.report.sources import RecordSet, Source, caption, inputs_hash
 
 AP_COLUMNS = ("easy", "medium", "hard")
 
@@ -229,7 +229,7 @@ def training_section(records: RecordSet) -> Section:
 
 
 def ablation_section(records: RecordSet, name: str, commands: Commands) -> Section:
-    from reports import ablation_table as at
+    from retina.report import ablation_table as at
 
     title = f"Ablation: {name}"
     sources = [s for s in records.of("ablation") if s.record.get("ablation") == name]
@@ -280,7 +280,7 @@ STAGES = ("pre_ms", "forward_ms", "priors_ms", "decode_nms_ms")
 def speed_section(records: RecordSet, commands: Commands) -> Section:
     import pandas as pd
 
-    from reports import speed as sp
+    from retina.report import speed as sp
 
     title = "Speed"
     grids, fast = records.of("speed_grid"), records.of("speed_fastpath")

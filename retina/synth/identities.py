@@ -39,16 +39,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from retina.data.synth import DEFAULT_SEED, cache_root, parallel_map
-from retina.data.synth_config import SYNTH_VERSION, SynthCfg
-from retina.data.synth_face import render_faces
-from retina.data.synth_id_config import SPLITS, SYNTH_ID_PRESETS, SYNTH_ID_VERSION, SynthIDCfg
-from retina.data.synth_image import _camera, _light, _paint_face, _spec
-from retina.data.synth_scene import OCCLUDERS, background, to_jpeg
 from retina.errors import DataFormatError, RetinaError
 from retina.mesh.albedo import AlbedoColors
 from retina.mesh.morphable import EXPRESSION_NAMES, FaceParams, sample_face_params
 from retina.results import staged_folder, write_bytes, write_text
+from retina.synth.config import SYNTH_VERSION, SynthCfg
+from retina.synth.face import render_faces
+from retina.synth.identity_config import SPLITS, SYNTH_ID_PRESETS, SYNTH_ID_VERSION, SynthIDCfg
+from retina.synth.image import _camera, _light, _paint_face, _spec
+from retina.synth.scene import OCCLUDERS, background, to_jpeg
+from retina.synth.splits import DEFAULT_SEED, cache_root, parallel_map
 
 __all__ = [
     "SYNTH_ID_PRESETS",
@@ -56,7 +56,6 @@ __all__ = [
     "generate_id_split",
     "make_pairs",
     "read_id_meta",
-    "read_pairs",
     "sample_identity",
     "sample_view",
     "synth_id_split",
@@ -295,7 +294,7 @@ def _write_meta(
     head = {
         "dataset": DATASET,
         "synthetic": True,
-        "description": "synthetic data: procedurally rendered faces (retina.data.synth_id), not photographs",
+        "description": "synthetic data: procedurally rendered faces (retina.synth.identities), not photographs",
         "version": SYNTH_ID_VERSION,
         "synthface_version": SYNTH_VERSION,
         "preset": preset,
@@ -353,43 +352,6 @@ def pairs_text(folds: Sequence[Fold], pairs_per_fold: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _identity_of(name: str, where: str) -> int:
-    if not (name.startswith("id_") and name[3:].isdigit()):
-        raise DataFormatError(f"{where}: not a SynthFace-ID name: {name!r}")
-    return int(name[3:])
-
-
-def read_pairs(path: str | os.PathLike[str]) -> list[Fold]:
-    """Parse a SynthFace-ID pairs.txt (the LFW layout) into folds of (matched, mismatched) pairs."""
-    path = Path(path)
-    if not path.is_file():
-        raise RetinaError(f"no pairs file: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    try:
-        n_folds, n_pairs = (int(v) for v in lines[0].split("\t"))
-    except (IndexError, ValueError):
-        raise DataFormatError(f"{path}:1: expected '<folds>\\t<pairs per fold>'") from None
-    if len(lines) != 1 + 2 * n_folds * n_pairs:
-        raise DataFormatError(f"{path}: {len(lines) - 1} pair lines, header says {2 * n_folds * n_pairs}")
-    folds: list[Fold] = []
-    for f in range(n_folds):
-        start = 1 + 2 * f * n_pairs
-        matched, mismatched = [], []
-        for lineno in range(start, start + 2 * n_pairs):
-            where, parts = f"{path}:{lineno + 1}", lines[lineno].split("\t")
-            want = 3 if lineno < start + n_pairs else 4  # matched lines first, then mismatched
-            numbers = parts[1:] if want == 3 else parts[1:2] + parts[3:]
-            if len(parts) != want or not all(v.isdigit() for v in numbers):
-                raise DataFormatError(f"{where}: expected {want} tab-separated fields, got {lines[lineno]!r}")
-            if want == 3:
-                matched.append((_identity_of(parts[0], where), int(parts[1]), int(parts[2])))
-            else:
-                a, b = _identity_of(parts[0], where), _identity_of(parts[2], where)
-                mismatched.append((a, int(parts[1]), b, int(parts[3])))
-        folds.append((matched, mismatched))
-    return folds
-
-
 def read_id_meta(split_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """A split's ``meta.json`` (see the module docstring)."""
     path = Path(split_dir) / "meta.json"
@@ -411,7 +373,7 @@ def synth_id_split(
     """The suite's SynthFace-ID split (``train`` or ``test``), generated on first use and cached.
 
     Folder: ``<root>/v<version>-id-<preset>-<hash>/<split>`` with ``root`` defaulting to
-    :func:`retina.data.synth.cache_root` (``$RETINA_CACHE/synthface``); the hash covers both generator
+    :func:`retina.synth.splits.cache_root` (``$RETINA_CACHE/synthface``); the hash covers both generator
     versions, the config and the seed. Concurrent callers are safe: each generates into a temporary
     folder and the first rename wins.
     """

@@ -5,7 +5,7 @@
     model, _ = load_embedder("runs/arcface/final.pth")
     features = embed_images(model, crops, flip=True)                             # (N, D) float32, unit rows
 
-Command line (not wired into ``retina``): ``python -m retina.verify.train_id --data SPLIT --out RUN``.
+Command line (not wired into ``retina``): ``python -m retina.recognition.train --data SPLIT --out RUN``.
 
 Data: a list of (image file, identity label 0..C-1, five landmarks (5, 2) x y pixels in the order left eye, right
 eye, nose, left and right mouth corner). Each image is warped onto the ArcFace 112x112 template with
@@ -24,16 +24,14 @@ provenance; about 0.7 MB for ``mobilefacenet-s``, 4 MB for ``mobilefacenet``) an
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import hashlib
 import io
 import json
-import math
 import random
 import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -52,9 +50,10 @@ from retina.engine import TrainingDiverged
 from retina.errors import CheckpointError, DataFormatError, RetinaError
 from retina.images import read_image
 from retina.models.face_embed import EMBED_PRESETS, FaceEmbedCfg, FaceEmbedNet, normalize_crops
+from retina.recognition.arcface import ArcFaceCfg, ArcFaceHead, arcface_loss, margin_logits
 from retina.results import file_sha256, git_commit, provenance, utc_now, write_bytes, write_json, write_text
+from retina.schedule import learning_rate
 from retina.verify.align import align_face
-from retina.verify.arcface import ArcFaceCfg, ArcFaceHead, arcface_loss, margin_logits
 
 TRAIN_STATE_FORMAT = "retina-face-id-train"  # last.pth: everything needed to resume
 EMBEDDER_FORMAT = "retina-face-embed"  # final.pth: the backbone for verification
@@ -128,17 +127,6 @@ def train_id_preset(name: str) -> TrainIdCfg:
         return TRAIN_ID_PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(TRAIN_ID_PRESETS)}") from None
-
-
-def learning_rate(iteration: int, total: int, cfg: TrainIdCfg) -> float:
-    """The learning rate of iteration ``iteration`` (0-based) of a ``total``-iteration run."""
-    warmup = int(cfg.warmup_fraction * total)
-    if iteration < warmup:
-        return cfg.lr * (iteration + 1) / warmup
-    if cfg.schedule == "step":
-        return cfg.lr * 0.1 ** sum(iteration >= int(f * total) for f in cfg.step_fractions)
-    progress = (iteration - warmup) / max(1, total - warmup)
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * progress))
 
 
 def seed_everything(seed: int) -> None:
@@ -540,7 +528,10 @@ def _loop(run: _Run) -> tuple[int, dict[str, float]]:
     done, values = run.start, {}
     t0, seen, tick = time.perf_counter(), 0, time.perf_counter()
     for iteration, (images, labels) in enumerate(_loader(run), start=run.start):
-        lr = learning_rate(iteration, run.total, cfg)
+        lr = learning_rate(
+            iteration, run.total, cfg.lr, warmup_fraction=cfg.warmup_fraction, decay=cfg.schedule,
+            step_fractions=cfg.step_fractions,
+        )  # fmt: skip
         values = _step(run, images, labels, lr, iteration)
         done, seen = iteration + 1, seen + len(labels)
         if done % spec.log_every == 0 or done == run.total:
@@ -647,74 +638,3 @@ def _finish(run: _Run, done: int, last: dict[str, float], wall_s: float) -> dict
     if complete:
         write_json(run.out / "train_record.json", _jsonable(record))
     return record
-
-
-# --- command line -----------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from retina.commands.args import device, int_in_range, non_negative_int, output_dir, positive_float, positive_int
-
-    p = argparse.ArgumentParser(
-        prog="python -m retina.verify.train_id",
-        description="Train a face-embedding network with the ArcFace loss on a SynthFace-ID split.",
-    )
-    p.add_argument("--data", type=Path, help="a SynthFace-ID split folder (default: the SynthFace-ID train split)")
-    p.add_argument("--out", type=output_dir, required=True, help="run folder (checkpoints, metrics, record)")
-    p.add_argument("--recipe", default="synth-cpu", choices=sorted(TRAIN_ID_PRESETS), help="training recipe")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    p.add_argument("--device", type=device, default="cpu", help="cpu or cuda")
-    p.add_argument("--workers", type=non_negative_int, default=0, help="data loader worker processes")
-    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--checkpoint-every", type=positive_int, default=100, help="iterations between checkpoints")
-    p.add_argument("--log-every", type=positive_int, default=10, help="iterations between metric records")
-    p.add_argument("--stop-after", type=positive_int, help="leave after this iteration (resumable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g = p.add_argument_group("recipe overrides (they change the training config and its hash)")
-    g.add_argument("--epochs", type=positive_float)
-    g.add_argument("--max-iterations", type=positive_int)
-    g.add_argument("--batch-size", type=int_in_range(2, 1 << 16))
-    g.add_argument("--lr", type=positive_float)
-    g.add_argument("--seed", type=int_in_range(0, 2**32 - 1))
-    return p
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; user errors print one line and return 2."""
-    args = build_parser().parse_args(argv)
-    overrides = {
-        k: getattr(args, k)
-        for k in ("epochs", "max_iterations", "batch_size", "lr", "seed")
-        if getattr(args, k) is not None
-    }
-    try:
-        cfg = dataclasses.replace(train_id_preset(args.recipe), **overrides)
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        if args.data is None:
-            from retina.data.synth_id import synth_id_split
-
-            args.data = synth_id_split("train", progress=not args.no_progress)
-        data = read_synthface_id(args.data)
-        spec = IdRunSpec(
-            args.out,
-            args.device,
-            args.workers,
-            args.checkpoint_every,
-            args.log_every,
-            args.resume,
-            args.stop_after,
-            not args.no_progress,
-            f"SynthFace-ID split {args.data}",
-        )
-        record = train_id(cfg, data, spec)
-    except (RetinaError, OSError, ValueError) as exc:
-        print(f"train_id: error: {exc}", file=sys.stderr)
-        return 2
-    if record["finished"] and not record.get("nothing_to_do"):
-        print(f"done: {record['completed_iterations']} iterations; embedding network in {args.out / 'final.pth'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

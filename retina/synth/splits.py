@@ -17,7 +17,7 @@ RetinaFace order: landmark 0 is the eye with the smaller image x when the face l
 (the subject's right eye), 1 the other eye, 2 the nose tip, 3 and 4 the mouth corners (3 on the
 subject's right); flag 0 visible, 1 occluded (hidden by the head itself, another person, an object or
 the image border); quality = visible fraction of the face zone. Difficulty: see
-:mod:`retina.data.synth_config` (``DIFFICULTY_RULE``). Files are identical for the same config, split,
+:mod:`retina.synth.config` (``DIFFICULTY_RULE``). Files are identical for the same config, split,
 seed and image count, whatever the number of workers (``synth.json``'s provenance block aside).
 """
 
@@ -35,16 +35,6 @@ from typing import Any
 
 import numpy as np
 
-from retina.data.synth_config import (
-    DIFFICULTY_RULE,
-    EVENTS,
-    SPLIT_CODES,
-    SYNTH_PRESETS,
-    SYNTH_VERSION,
-    SynthCfg,
-    settings_of,
-)
-from retina.data.synth_image import compose_image
 from retina.data.widerface import (
     ATTRIBUTES,
     SETTINGS,
@@ -55,6 +45,16 @@ from retina.data.widerface import (
 )
 from retina.errors import DataFormatError, RetinaError
 from retina.results import provenance, staged_folder, write_bytes, write_json, write_text
+from retina.synth.config import (
+    DIFFICULTY_RULE,
+    EVENTS,
+    SPLIT_CODES,
+    SYNTH_PRESETS,
+    SYNTH_VERSION,
+    SynthCfg,
+    settings_of,
+)
+from retina.synth.image import compose_image
 
 __all__ = ["SYNTH_PRESETS", "SynthCfg", "default_split", "generate_split", "read_meta"]
 
@@ -182,7 +182,7 @@ def _write_annotations(root: Path, cfg: SynthCfg, split: str, n: int, seed: int,
         {
             "dataset": "SynthFace",
             "synthetic": True,
-            "description": "synthetic data: procedurally rendered faces (retina.data.synth), not photographs",
+            "description": "synthetic data: procedurally rendered faces (retina.synth.splits), not photographs",
             "version": SYNTH_VERSION,
             "split": split,
             "seed": seed,
@@ -192,7 +192,7 @@ def _write_annotations(root: Path, cfg: SynthCfg, split: str, n: int, seed: int,
             "config": cfg.to_dict(),
             "difficulty_rule": DIFFICULTY_RULE,
             "landmarks": LANDMARK_CONVENTION,
-            "provenance": provenance(generator="retina.data.synth.generate_split"),
+            "provenance": provenance(generator="retina.synth.splits.generate_split"),
         },
     )
 

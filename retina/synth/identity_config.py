@@ -1,4 +1,4 @@
-"""SynthFace-ID configuration (``SynthIDCfg`` and its presets); the generator is :mod:`retina.data.synth_id`.
+"""SynthFace-ID configuration (``SynthIDCfg`` and its presets); the generator is :mod:`retina.synth.identities`.
 
 Identity numbers: the train split holds identities ``0 .. train_identities - 1``, the test split
 ``TEST_IDENTITY_OFFSET .. TEST_IDENTITY_OFFSET + test_identities - 1``. Each identity's parameters come

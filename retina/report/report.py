@@ -1,8 +1,8 @@
 """The report: one Markdown page with its figures and CSV tables, built from records only (never re-measured).
 
-    python -m reports.report                  # nox -s report: results/ + reports/records/ -> results/report/
-    python -m reports.report --run-missing    # first run, at CPU scale, the jobs whose records are missing
-    python -m reports.report --publish        # reports/records/ only -> docs/report.md + docs/report/
+    retina report                  # nox -s report: results/ + reports/records/ -> results/report/
+    retina report --run-missing    # first run, at CPU scale, the jobs whose records are missing
+    retina report --publish        # reports/records/ only -> docs/report.md + docs/report/
 
 The page names, for every section, the records it was built from and a hash of their content; the
 published page is rebuilt by a test from the committed records and must come out identical (a stale page
@@ -11,19 +11,17 @@ or figure fails CI). A section without records prints a "not run" line with the 
 
 from __future__ import annotations
 
-import argparse
 import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations.variants import ABLATIONS
-from reports.sections import LOCAL, PUBLISH, Commands, Section, all_sections
-from reports.sources import RecordSet, collect, shown_path
 from retina.errors import RetinaError
+from retina.paper import TABLE3_ABLATIONS
+from retina.report.sections import LOCAL, PUBLISH, Commands, Section, all_sections
+from retina.report.sources import RecordSet, collect, shown_path
 from retina.results import REPO_ROOT, write_bytes, write_text
 
 RESULTS = REPO_ROOT / "results"
@@ -57,7 +55,7 @@ def page(sections: Sequence[Section], records: RecordSet, assets_link: str, comm
     lines = [
         "# retina report",
         "",
-        f"Built from records only ({n} files under {roots} and `retina/weights/`) by `python -m reports.report"
+        f"Built from records only ({n} files under {roots} and `retina/weights/`) by `retina report"
         f"{' --publish' if commands is PUBLISH else ''}`; nothing here is measured while the page is built. Numbers on "
         "SynthFace are synthetic data, never WIDER FACE numbers; the paper's numbers are quoted beside ours "
         "for reference (arXiv 1905.00641), measured on other data and hardware.",
@@ -74,7 +72,7 @@ def page(sections: Sequence[Section], records: RecordSet, assets_link: str, comm
 def build(target: Target) -> tuple[str, dict[str, bytes], list[str]]:
     """(page text, {asset name: bytes}, commands of the missing sections) for ``target``, writing nothing."""
     records = collect(list(target.roots))
-    sections = all_sections(records, target.commands, list(ABLATIONS))
+    sections = all_sections(records, target.commands, list(TABLE3_ABLATIONS))
     assets: dict[str, bytes] = {}
     for s in sections:
         assets.update(s.figures)
@@ -120,20 +118,3 @@ def run(publish: bool = False, missing_too: bool = False, out: Path | None = Non
         print(f"not run: {command}")
     print(f"wrote {shown_path(target.page)} and {shown_path(target.assets)}/")
     return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from retina.commands.report import add_arguments
-
-    p = argparse.ArgumentParser(prog="python -m reports.report", description=__doc__.splitlines()[0])
-    add_arguments(p)
-    args = p.parse_args(argv)
-    try:
-        return run(args.publish, args.run_missing, args.out)
-    except RetinaError as exc:
-        print(f"reports.report: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from retina.data.synth import read_meta
 from retina.errors import RetinaError
 from retina.results import write_bytes
+from retina.synth.splits import read_meta
 
 BOX_BGR = {"easy": (60, 200, 60), "medium": (0, 220, 255), "hard": (0, 140, 255), None: (150, 150, 150)}
 LANDMARK_BGR = ((255, 80, 0), (0, 0, 255), (0, 200, 0), (255, 0, 255), (255, 255, 0))
