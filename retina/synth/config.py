@@ -18,9 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from types import MappingProxyType
+from typing import Literal
 
 SYNTH_VERSION = "2"  # bump whenever the same config and seed would give different files
 SPLIT_CODES = MappingProxyType({"train": 0, "val": 1, "test": 2})
+# The v3 factors of domain randomisation: each draws from its own random stream (``retina.synth.image``), so
+# switching one off leaves every other draw of the image unchanged.
+FACTORS = ("backdrop", "negatives", "appearance", "lighting", "camera")
+# SynthCfg.box_convention "wider": the face zone's tight box raised by these fractions of its height at the top
+# and the bottom, WIDER FACE's annotation habit as a WIDER-trained detector sees it on SynthFace faces
+# (benchmarks/box_convention.py: its boxes sit 9.3% of the height higher and are 4.9% taller, on 90 faces).
+WIDER_BOX_RAISE = (0.12, 0.07)
 # Event folders (WIDER style "<id>--<Name>") per scene kind, in kind order.
 EVENTS = ("0--Synth_Portrait", "1--Synth_Group", "2--Synth_Crowd", "3--Synth_Street")
 
@@ -47,6 +55,14 @@ class SynthCfg:
     noise_sigma_range: tuple[float, float] = (0.0, 6.0)  # Gaussian pixel noise, 8-bit units
     jpeg_quality_range: tuple[int, int] = (55, 95)
     scene_weights: tuple[float, float, float, float] = (0.25, 0.3, 0.25, 0.2)  # EVENTS order
+    crowd_faces: int = 60  # most faces of a crowd scene (before faces_range caps it)
+    # v3 domain randomisation (FACTORS); all off reproduces the v2 generator's files byte for byte
+    natural_backdrop: float = 0.0  # probability of a dead-leaves backdrop (natural-image statistics)
+    hard_negatives_range: tuple[int, int] = (0, 0)  # hands, arms, balls, helmets, skin patches per image
+    face_appearance: bool = False  # skin texture, colour casts, hair volume, glasses, hats
+    lighting: bool = False  # shadows across faces, back light, uneven light over the image
+    camera: bool = False  # white balance, exposure, vignetting, resolution loss, grey-scale, photon noise
+    box_convention: Literal["zone", "wider"] = "zone"  # the face zone's tight box, or raised as WIDER's
     train_images: int = 1000  # sizes of the split pair made by ``default_split``
     val_images: int = 200
 
@@ -64,6 +80,7 @@ class SynthCfg:
             "back_heads_range",
             "noise_sigma_range",
             "jpeg_quality_range",
+            "hard_negatives_range",
         ):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
@@ -84,6 +101,10 @@ class SynthCfg:
                 raise bad(f"{name} must be a probability")
         if len(self.scene_weights) != len(EVENTS) or min(self.scene_weights) < 0 or sum(self.scene_weights) <= 0:
             raise bad(f"scene_weights needs {len(EVENTS)} non-negative weights, not all zero")
+        if not 0 <= self.natural_backdrop <= 1:
+            raise bad("natural_backdrop must be a probability")
+        if self.box_convention not in ("zone", "wider") or self.crowd_faces < 16:
+            raise bad("box_convention must be 'zone' or 'wider' and crowd_faces >= 16")
         if self.train_images < 1 or self.val_images < 1:
             raise bad("train_images and val_images must be >= 1")
 
@@ -95,6 +116,19 @@ SYNTH_PRESETS: MappingProxyType[str, SynthCfg] = MappingProxyType(
     {
         # The suite's default pair: 640-wide images, faces 8-300 px for anchors 16..512 at 640x640 input.
         "default": SynthCfg(),
+        # SynthFace v3: the default pair with every domain-randomisation factor on (issue 24), WIDER's box habit,
+        # crowds of up to 100 faces and more single-face images (WIDER val: 35% of images hold one face).
+        "v3": SynthCfg(
+            faces_range=(1, 100),
+            crowd_faces=100,
+            scene_weights=(0.35, 0.3, 0.2, 0.15),
+            natural_backdrop=0.6,
+            hard_negatives_range=(2, 10),
+            face_appearance=True,
+            lighting=True,
+            camera=True,
+            box_convention="wider",
+        ),
         # WIDER-like geometry: 1024 wide, taller images, faces 6-400 px.
         "wider": SynthCfg(
             width=1024, height_range=(600, 1400), face_px_range=(6.0, 400.0), train_images=3000, val_images=500

@@ -14,10 +14,23 @@ from typing import Any
 
 import numpy as np
 
+from retina.mesh.albedo import BALD
 from retina.mesh.morphable import FaceParams, sample_face_params
 from retina.mesh.template import FaceTemplate, build_template
-from retina.synth.config import EVENTS, SPLIT_CODES, SynthCfg, difficulty, wider_attributes
+from retina.synth.appearance import accessory, hair_mass, illumination, restyle, shadow
+from retina.synth.backdrop import dead_leaves
+from retina.synth.camera import camera_effects, resolution_sigma
+from retina.synth.config import (
+    EVENTS,
+    FACTORS,
+    SPLIT_CODES,
+    WIDER_BOX_RAISE,
+    SynthCfg,
+    difficulty,
+    wider_attributes,
+)
 from retina.synth.face import DISTANCE, FaceSpec, FaceSprite, render_faces
+from retina.synth.negatives import hard_negatives
 from retina.synth.scene import (
     OCCLUDERS,
     background,
@@ -29,13 +42,21 @@ from retina.synth.scene import (
     to_jpeg,
 )
 
-# Scene kinds: (faces range, size band as fractions of the log face-size range).
+# Scene kinds: (faces range, size band as fractions of the log face-size range); a crowd's top is
+# ``SynthCfg.crowd_faces``.
 SCENES = ((1, 3, 0.55, 1.0), (4, 15, 0.25, 0.75), (16, 60, 0.0, 0.45), (1, 10, 0.0, 1.0))
+P_ACCESSORY, P_SHADOW, P_UNEVEN_LIGHT = 0.25, 0.35, 0.6
 
 
 def image_rng(seed: int, split: str, index: int) -> np.random.Generator:
     """The random generator of one image: independent of how many images or workers there are."""
     return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(index)]))
+
+
+def factor_rng(seed: int, split: str, index: int, factor: str) -> np.random.Generator:
+    """The random stream of one v3 factor (``FACTORS``) of one image, separate from the image's main stream."""
+    entropy = [int(seed), SPLIT_CODES[split], int(index), 1 + FACTORS.index(factor)]
+    return np.random.default_rng(np.random.SeedSequence(entropy))
 
 
 def image_name(split: str, index: int, kind: int) -> str:
@@ -132,14 +153,22 @@ def _scene(cfg: SynthCfg, rng: np.random.Generator) -> _Scene:
     h, w = int(rng.integers(cfg.height_range[0], cfg.height_range[1] + 1)), cfg.width
     kind = int(rng.choice(len(EVENTS), p=np.asarray(cfg.scene_weights) / sum(cfg.scene_weights)))
     n_lo, n_hi, b_lo, b_hi = SCENES[kind]
+    n_hi = cfg.crowd_faces if kind == 2 else n_hi
     n_faces = int(np.clip(rng.integers(n_lo, n_hi + 1), *cfg.faces_range))
     log_lo, log_hi = (math.log(v) for v in cfg.face_px_range)
     return _Scene(h, w, kind, n_faces, (log_lo + b_lo * (log_hi - log_lo), log_lo + b_hi * (log_hi - log_lo)))
 
 
-def _backdrop(cfg: SynthCfg, rng: np.random.Generator, scene: _Scene) -> tuple[np.ndarray, int, np.ndarray]:
-    """(H, W, 3) float32 background with skin-coloured blobs, the blob count, and the scene's light direction."""
+def _backdrop(
+    cfg: SynthCfg, rng: np.random.Generator, scene: _Scene, natural: np.random.Generator
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """(H, W, 3) float32 background with skin-coloured blobs, the blob count, and the scene's light direction.
+
+    The v2 clutter is always drawn (from the main stream, so that it stays the same); with probability
+    ``cfg.natural_backdrop`` dead leaves (from the ``natural`` stream) replace it."""
     img = background(rng, scene.h, scene.w)
+    if cfg.natural_backdrop > 0 and natural.uniform() < cfg.natural_backdrop:
+        img = dead_leaves(natural, scene.h, scene.w)
     n_blobs = int(rng.integers(cfg.distractors_range[0], cfg.distractors_range[1] + 1))
     for _ in range(n_blobs):
         skin_blob(img, rng)
@@ -241,8 +270,11 @@ def _paint_face(img: np.ndarray, owner: np.ndarray, k: int, f: dict, rng: np.ran
         draw_occluder(img, owner, f["occluder"], box, sprite.landmarks + np.array([ox, oy]), rng)
 
 
-def _camera(cfg: SynthCfg, rng: np.random.Generator, img: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Image-wide camera blur, exposure and colour, sensor noise; the image and the effects drawn."""
+def _camera(
+    cfg: SynthCfg, rng: np.random.Generator, img: np.ndarray, camera: np.random.Generator | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Image-wide camera blur, (v3: the ``camera`` stream's effects,) exposure and colour, sensor noise; the image
+    and the effects drawn."""
     image_blur = (0.0, 0.0, 0.0)
     if rng.uniform() < cfg.p_image_blur:
         image_blur = (
@@ -251,20 +283,25 @@ def _camera(cfg: SynthCfg, rng: np.random.Generator, img: np.ndarray) -> tuple[n
             else (0.0, float(rng.uniform(3, 10)), float(rng.uniform(0, math.pi)))
         )
         img = blur(img, *image_blur)
+    v3: dict[str, Any] = {}
+    if cfg.camera and camera is not None:
+        img, v3 = camera_effects(img, camera)
     contrast, bright = rng.uniform(0.8, 1.15), rng.uniform(-0.08, 0.08)
     img = (img - 0.5) * contrast + 0.5 + bright + rng.normal(0, 0.02, 3).astype(np.float32)
     noise = float(rng.uniform(*cfg.noise_sigma_range))
     img = img + rng.standard_normal(img.shape, dtype=np.float32) * np.float32(noise / 255.0)
     quality = int(rng.integers(cfg.jpeg_quality_range[0], cfg.jpeg_quality_range[1] + 1))
     effects = {"blur": image_blur, "contrast": contrast, "brightness": bright, "noise": noise, "quality": quality}
-    return img, effects
+    return img, {**effects, **({"camera": v3} if v3 else {})}
 
 
 def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[bytes, dict[str, Any]]:
     """JPEG bytes and the metadata record of image ``index`` of a split (see ``retina.synth.splits``)."""
     rng = image_rng(seed, split, index)
+    streams = {name: factor_rng(seed, split, index, name) for name in FACTORS}
     scene = _scene(cfg, rng)
-    img, n_blobs, scene_dir = _backdrop(cfg, rng, scene)
+    img, n_blobs, scene_dir = _backdrop(cfg, rng, scene, streams["backdrop"])
+    n_negatives = _negatives(cfg, streams["negatives"], img, scene)
     back_specs, back_at = _back_heads(cfg, rng, scene, scene_dir)
     faces = _sample_faces(cfg, rng, scene, scene_dir)
     specs = back_specs + [
@@ -277,8 +314,15 @@ def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[byt
     owner = np.full((scene.h, scene.w), -1, np.int32)  # index of the face (in ``placed``) each pixel shows
     placed.reverse()  # smallest (farthest) first
     for k, f in enumerate(placed):
+        f = _restyled(cfg, f, img, owner, k, streams)
         _paint_face(img, owner, k, f, rng)
-    img, fx = _camera(cfg, rng, img)
+        if cfg.face_appearance and streams["appearance"].uniform() < P_ACCESSORY:
+            box = f["sprite"].box + np.tile(f["offset"], 2)
+            accessory(img, owner, box, f["sprite"].landmarks + f["offset"], streams["appearance"])
+    if cfg.lighting and streams["lighting"].uniform() < P_UNEVEN_LIGHT:
+        img = illumination(img, streams["lighting"])
+    img, fx = _camera(cfg, rng, img, streams["camera"])
+    res_sigma = resolution_sigma(fx["camera"]["resolution_scale"]) if "camera" in fx else 0.0
     meta = {
         "path": image_name(split, index, scene.kind),
         "event": EVENTS[scene.kind],
@@ -294,10 +338,35 @@ def compose_image(cfg: SynthCfg, split: str, index: int, seed: int) -> tuple[byt
             "image_blur": _blur_dict(*fx["blur"]),
             "contrast": round(float(fx["contrast"]), 4),
             "brightness": round(float(fx["brightness"]), 4),
+            **({"hard_negatives": n_negatives} if cfg.hard_negatives_range[1] else {}),
+            **({"camera": fx["camera"]} if "camera" in fx else {}),
         },
-        "faces": [_face_record(f, k, owner, fx["blur"]) for k, f in enumerate(placed)],
+        "faces": [_face_record(cfg, f, k, owner, fx["blur"], res_sigma) for k, f in enumerate(placed)],
     }
     return to_jpeg(img, fx["quality"]), meta
+
+
+def _negatives(cfg: SynthCfg, rng: np.random.Generator, img: np.ndarray, scene: _Scene) -> int:
+    """Hard negatives over the backdrop, sized like the scene's faces (0.8x to 2.5x); returns their count."""
+    lo, hi = cfg.hard_negatives_range
+    if hi == 0:
+        return 0
+    n = int(rng.integers(lo, hi + 1))
+    hard_negatives(img, rng, n, (0.8 * math.exp(scene.band[0]), 2.5 * math.exp(scene.band[1])))
+    return n
+
+
+def _restyled(cfg: SynthCfg, f: dict, img: np.ndarray, owner: np.ndarray, k: int, streams: dict) -> dict:
+    """Face ``k`` with its v3 appearance and lighting (its hair volume painted behind it): a new sprite colour."""
+    sprite = f["sprite"]
+    if cfg.face_appearance:
+        if f["params"].hair != BALD and streams["appearance"].uniform() < 0.7:
+            box = sprite.box + np.tile(f["offset"], 2)
+            hair_mass(img, owner, k, box, f["params"].colors.hair, streams["appearance"])
+        sprite = restyle(sprite, streams["appearance"])
+    if cfg.lighting and streams["lighting"].uniform() < P_SHADOW:
+        sprite = shadow(sprite, streams["lighting"])
+    return f if sprite is f["sprite"] else {**f, "sprite": sprite}
 
 
 def _own(owner: np.ndarray, mask: np.ndarray, ox: int, oy: int, k: int) -> None:
@@ -317,8 +386,10 @@ def _blur_dict(gaussian: float, motion: float, angle: float) -> dict[str, float]
     }
 
 
-def _face_record(f: dict[str, Any], k: int, owner: np.ndarray, image_blur: tuple[float, float, float]) -> dict:
-    """Annotations of a painted face, measured on the final owner map."""
+def _face_record(
+    cfg: SynthCfg, f: dict[str, Any], k: int, owner: np.ndarray, image_blur: tuple[float, float, float], res: float
+) -> dict:
+    """Annotations of a painted face, measured on the final owner map (``res``: resolution-loss blur sigma)."""
     sprite, (ox, oy) = f["sprite"], f["offset"]
     h, w = owner.shape
     zone = sprite.face_alpha > 0.5
@@ -329,6 +400,9 @@ def _face_record(f: dict[str, Any], k: int, owner: np.ndarray, image_blur: tuple
     visible = int(np.sum(owner[ys[inside], xs[inside]] == k))
     occlusion, truncation = 1.0 - visible / total, 1.0 - int(inside.sum()) / total
     x0, y0, x1, y1 = sprite.box + np.array([ox, oy, ox, oy])
+    if cfg.box_convention == "wider":
+        top, bottom = WIDER_BOX_RAISE
+        y0, y1 = y0 - top * (y1 - y0), y1 - bottom * (y1 - y0)
     bx0, by0 = math.floor(max(x0, 0.0)), math.floor(max(y0, 0.0))
     bx1, by1 = math.ceil(min(x1, w)), math.ceil(min(y1, h))
     box = [bx0, by0, bx1 - bx0, by1 - by0]
@@ -338,7 +412,7 @@ def _face_record(f: dict[str, Any], k: int, owner: np.ndarray, image_blur: tuple
         i, j = math.floor(ly), math.floor(lx)
         seen = bool(self_visible) and 0 <= i < h and 0 <= j < w and owner[i, j] == k
         flags.append(0.0 if seen else 1.0)
-    sigma = math.hypot(blur_sigma(*f["blur"][:2]), blur_sigma(*image_blur[:2]))
+    sigma = math.hypot(blur_sigma(*f["blur"][:2]), blur_sigma(*image_blur[:2]), res)
     blur_rel = sigma / max(box[3], 1)
     pitch, yaw, roll = f["pose"]
     level = difficulty(box[3], occlusion, blur_rel, yaw, pitch)

@@ -22,7 +22,7 @@ def _color(rng: np.random.Generator, lo: float = 0.0, hi: float = 1.0) -> tuple[
     return tuple(float(c) for c in rng.uniform(lo, hi, 3))  # type: ignore[return-value]
 
 
-def _skin(rng: np.random.Generator) -> tuple[float, float, float]:
+def skin_color(rng: np.random.Generator) -> tuple[float, float, float]:
     t = rng.uniform(0, len(SKIN_TONES) - 1)
     i = min(int(t), len(SKIN_TONES) - 2)
     rgb = SKIN_TONES[i] + (t - i) * (SKIN_TONES[i + 1] - SKIN_TONES[i])
@@ -47,7 +47,7 @@ def background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 
 def _shape(img: np.ndarray, rng: np.random.Generator, skin_prob: float) -> None:
     h, w = img.shape[:2]
-    color = _skin(rng) if rng.uniform() < skin_prob else _color(rng)
+    color = skin_color(rng) if rng.uniform() < skin_prob else _color(rng)
     cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
     size = int(max(4, math.exp(rng.uniform(math.log(6), math.log(max(h, w) / 2)))))
     kind = rng.integers(0, 4)
@@ -89,7 +89,7 @@ def skin_blob(img: np.ndarray, rng: np.random.Generator) -> None:
     size = math.exp(rng.uniform(math.log(8), math.log(max(16, min(h, w) / 3))))
     cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
     axes = (max(2, int(size * rng.uniform(0.3, 0.5))), max(2, int(size * rng.uniform(0.4, 0.6))))
-    cv2.ellipse(img, (cx, cy), axes, float(rng.uniform(-30, 30)), 0, 360, _skin(rng), -1, cv2.LINE_AA)
+    cv2.ellipse(img, (cx, cy), axes, float(rng.uniform(-30, 30)), 0, 360, skin_color(rng), -1, cv2.LINE_AA)
     for _ in range(int(rng.integers(0, 3))):
         dx, dy = rng.uniform(-0.5, 0.5) * axes[0], rng.uniform(-0.5, 0.5) * axes[1]
         r = max(1, int(size * rng.uniform(0.03, 0.08)))
@@ -200,7 +200,7 @@ def draw_occluder(
             a = ang + (k - 1.5) * 0.3
             tip = c + 1.9 * r * np.array([math.cos(a), math.sin(a)])
             cv2.line(layer, _pt(c, 0, 0), _pt(tip, 0, 0), 255, max(1, int(0.22 * r)), cv2.LINE_AA)
-        color = _skin(rng)
+        color = skin_color(rng)
     else:  # "object": a sign, a cup, a microphone: a random box or disc entering the face box
         c = np.array([rng.uniform(x0 - 0.3 * fw, x1 + 0.3 * fw), rng.uniform(y0, y1 + 0.3 * fh)])
         size = rng.uniform(0.3, 0.8) * fh
