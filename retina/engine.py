@@ -300,15 +300,25 @@ def _prepare_decoder(ctx: _Context, model: nn.Module) -> None:
     finetune = ctx.train_cfg.pixel.finetune_decoder
     if finetune and ctx.dist.world > 1:
         raise RetinaError("fine-tuning the mesh decoder is supported in one process only; set finetune_decoder off")
-    if _pixel_on(ctx):
-        backend(ctx.run.renderer)  # an unknown or unavailable renderer fails here, before any training
+    check_renderer(ctx.model_cfg, ctx.train_cfg, ctx.run.renderer)
     if ctx.run.mesh_decoder is not None:
         decoder.load_state_dict(load_mesh_decoder(ctx.run.mesh_decoder)[0].state_dict())
     decoder.requires_grad_(finetune)
 
 
+def pixel_loss_on(model_cfg: DetectorCfg, train_cfg: TrainCfg) -> bool:
+    """Whether training renders faces: a mesh head and a pixel-loss weight above 0."""
+    return model_cfg.head.mesh and train_cfg.loss.w_pixel > 0
+
+
 def _pixel_on(ctx: _Context) -> bool:
-    return ctx.model_cfg.head.mesh and ctx.train_cfg.loss.w_pixel > 0
+    return pixel_loss_on(ctx.model_cfg, ctx.train_cfg)
+
+
+def check_renderer(model_cfg: DetectorCfg, train_cfg: TrainCfg, renderer: str) -> None:
+    """RetinaError when training renders and ``renderer`` is unknown or unavailable here (cheap: before any data)."""
+    if pixel_loss_on(model_cfg, train_cfg):
+        backend(renderer)
 
 
 def _place(ctx: _Context, model: nn.Module, optimizer: torch.optim.Optimizer) -> nn.Module:

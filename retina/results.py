@@ -14,9 +14,11 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -162,17 +164,52 @@ def _json_default(obj: Any) -> Any:
 @contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """A temporary sibling of ``out`` to fill; on success it replaces ``out`` in one rename (an older ``out`` is
-    moved aside, then removed), so the folder appears complete or not at all. On any error it is deleted."""
+    moved aside, then removed), so the folder appears complete or not at all. On any error, Ctrl-C or SIGTERM
+    it is deleted (SIGTERM raises ``SystemExit(143)`` in the block; the final swap holds both signals back)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        yield tmp
+        with _sigterm_raises():
+            yield tmp
         tmp.chmod(0o755)  # mkdtemp makes it private; a dataset folder (and shared cache) should be readable
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
-            os.replace(out, old / "split")
-            shutil.rmtree(old)
-        os.replace(tmp, out)
+        with _signals_held():
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+                os.replace(out, old / "split")
+                shutil.rmtree(old)
+            os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _sigterm_exit(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM raises SystemExit in the block (so ``finally`` and ``except`` run), where it would kill the
+    process outright: only in the main thread, and only where no one else handles SIGTERM."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _sigterm_exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends (main thread, POSIX): a rename pair is not cut in two."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

@@ -1,8 +1,9 @@
 """Every bad input an answer: one table of bad command lines and files, each with its one-line error.
 
 Each case runs ``retina.cli.main`` in-process and expects exit status 2, the given words on stderr, no
-traceback, and at most ``lines`` stderr lines (1 unless the command goes on past a bad file and says so).
-Three cases also run as a subprocess, to show that no traceback or library warning escapes end to end.
+traceback, and at most ``lines`` stderr lines (1 unless the command goes on past a bad file and says so); and no
+SynthFace data generated (``RETINA_CACHE`` stays empty): cheap checks come before slow work. Three cases also run
+as a subprocess, to show that no traceback or library warning escapes end to end.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class Case:
     argv: str  # split on spaces after formatting with the fixture's paths, e.g. "detect {image} --out {out}"
     expected: str  # words the error must contain
     lines: int = 1  # most stderr lines allowed
+    needs_no_nvdiffrast: bool = False  # the error is that nvdiffrast (or CUDA) is missing: skipped where it works
 
 
 DETECT = "detect {image} --weights {weights} --out {out}"
@@ -46,6 +48,8 @@ SYNTH = "synth --out {out}/synth --split val --images 1"
 WIDER = "widerface-eval --gt {gt} --pred {preds}"
 TRAIN = "train --out {out}/t --data-root {toy}"
 TRAIN_ON = "train --out {{out}}/t --data-root {split} --no-progress"
+MESH = "mesh-pretrain --out {out}/m"
+VERIFY = "verification --synth-preset tiny --no-progress --out {out}/v"
 
 CASES = [
     # the command line itself
@@ -121,6 +125,30 @@ CASES = [
     Case("label face first", TRAIN_ON.format(split="{l_first}"), "label.txt:1: face line before the first '#"),
     Case("label NaN box", TRAIN_ON.format(split="{l_nan}"), "label.txt:2: NaN or infinite value in a box"),
     Case("label no images", TRAIN_ON.format(split="{l_empty}"), "label.txt: no images listed"),
+    Case(
+        "train nvdiffrast, no CUDA",
+        "train --out {out}/t --preset mobilenet0.25-mesh --renderer nvdiffrast --no-progress",  # the default data
+        "nvdiffrast backend needs",
+        needs_no_nvdiffrast=True,
+    ),
+    # retina mesh-pretrain
+    Case("mesh-pretrain threads 0", MESH + " --threads 0", "--threads: expected an integer >= 1, got '0'"),
+    Case("mesh-pretrain iterations 0", MESH + " --iterations 0", "--iterations: expected an integer >= 1, got '0'"),
+    Case("mesh-pretrain faces 2.5", MESH + " --train-samples 2.5", "--train-samples: expected an integer >= 1"),
+    Case("mesh-pretrain held-out 0", MESH + " --heldout-samples 0", "--heldout-samples: expected an integer >= 1"),
+    Case("mesh-pretrain seed -1", MESH + " --seed -1", "--seed: expected an integer >= 0, got '-1'"),
+    Case("mesh-pretrain recipe", MESH + " --recipe fast", "--recipe: invalid choice: 'fast'"),
+    Case("mesh-pretrain --out a file", "mesh-pretrain --out {text_jpg}", "exists and is not a folder"),
+    Case("mesh-pretrain run exists", "mesh-pretrain --out {mesh_run}", "already holds a run; use another --out"),
+    # retina verification: the models are checked before SynthFace-ID is generated
+    Case("verify embedder missing", VERIFY + " --embedder {tmp}/none.pth", "embedding checkpoint not found"),
+    Case("verify embedder text", VERIFY + " --embedder {w_text}", "not a PyTorch weights file"),
+    Case("verify embedder other", VERIFY + " --embedder {weights}", "not a face-embedding checkpoint"),
+    Case("verify MTCNN folder empty", VERIFY + " --mtcnn-weights {empty}", "lacks pnet.pt, rnet.pt, onet.pt"),
+    Case("verify MTCNN folder missing", VERIFY + " --mtcnn-weights {tmp}/none", "MTCNN weights folder not found"),
+    Case("verify LFW pairs alone", VERIFY + " --lfw-pairs {text_jpg}", "--lfw-pairs and --lfw-images go together"),
+    # retina report
+    Case("report --out with --publish", "report --publish --out {out}/r", "--out does not apply to --publish"),
     # retina widerface-eval: the WIDER FACE readers
     Case("pred not a number", WIDER.replace("{preds}", "{p_word}"), "a1.txt:3: not a list of numbers: '0 0 9 nine"),
     Case("pred box count", WIDER.replace("{preds}", "{p_count}"), "a1.txt:2: declares 2 boxes but 1 box lines"),
@@ -229,7 +257,40 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     found = {"tmp": root, "image": image, "text_jpg": text_jpg, "empty": root / "empty", "out": root / "out"}
     found |= {"weights": DEFAULT_WEIGHTS} | _weights_files(root) | _widerface(root) | _splits(root)
     found |= _labels(root)
+    (root / "mesh_run").mkdir()
+    (root / "mesh_run" / "record.json").write_text("{}")
+    found["mesh_run"] = root / "mesh_run"
     return {name: str(path) for name, path in found.items()}
+
+
+class DataGenerated(BaseException):
+    """Raised by the tripwires below: a command began generating SynthFace before it refused its input."""
+
+
+@pytest.fixture(autouse=True)
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A SynthFace cache of its own, which must stay empty; the default splits' makers are tripwires."""
+    import retina.synth.identities
+    import retina.synth.splits
+
+    def tripwire(*args: object, **kwargs: object) -> None:
+        raise DataGenerated("SynthFace generation started before the bad input was refused")
+
+    monkeypatch.setattr(retina.synth.splits, "default_split", tripwire)
+    monkeypatch.setattr(retina.synth.identities, "synth_id_split", tripwire)
+    monkeypatch.setenv("RETINA_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _nvdiffrast_works() -> bool:
+    from retina.errors import RetinaError
+    from retina.render import backend
+
+    try:
+        backend("nvdiffrast")
+    except RetinaError:
+        return False
+    return True
 
 
 def _argv(case: Case, paths: dict[str, str]) -> list[str]:
@@ -246,9 +307,14 @@ def _check(case: Case, status: int, err: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_gets_a_one_line_error(case: Case, paths: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_gets_a_one_line_error(
+    case: Case, paths: dict[str, str], capsys: pytest.CaptureFixture[str], empty_cache: Path
+) -> None:
+    if case.needs_no_nvdiffrast and _nvdiffrast_works():
+        pytest.skip("nvdiffrast and CUDA work on this machine")
     status = main(_argv(case, paths))
     _check(case, status, capsys.readouterr().err)
+    assert not empty_cache.exists() or not any(empty_cache.iterdir()), "data generated before the error"
 
 
 @pytest.mark.parametrize("name", ["weights: a class", "weights: plain pickle", "eval batch 0"])
@@ -262,7 +328,8 @@ def test_no_traceback_end_to_end(name: str, paths: dict[str, str]) -> None:
 def test_the_table_is_long_enough() -> None:
     assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
     commands = {c.argv.split()[0] for c in CASES if c.argv}
-    assert commands == {"detect", "detekt", "evaluate", "export-onnx", "synth", "train", "widerface-eval"}
+    assert commands == {"detect", "detekt", "evaluate", "export-onnx", "synth", "train", "widerface-eval",
+                        "mesh-pretrain", "verification", "report"}  # fmt: skip
 
 
 def test_shared_argument_types() -> None:

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 import torch
 
+from retina.cli import main
+from retina.commands.mesh_pretrain import RECIPES
 from retina.errors import CheckpointError
 from retina.mesh.hierarchy import default_hierarchy
 from retina.mesh.pretrain import (
+    PRETRAIN_PRESETS,
     PretrainCfg,
     inter_ocular,
-    main,
     mesh_errors,
     pretrain,
 )
@@ -120,9 +122,24 @@ def test_inter_ocular_is_the_template_eye_distance() -> None:
 
 def test_cli_refuses_an_existing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "record.json").write_text("{}")
-    assert main(["--out", str(tmp_path)]) == 2
-    assert "already holds a run" in capsys.readouterr().err
-    assert main(["--out", str(tmp_path / "new"), "--recipe", "nope"]) == 2
+    assert main(["mesh-pretrain", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"retina mesh-pretrain: error: {tmp_path} already holds a run")
+    assert main(["mesh-pretrain", "--out", str(tmp_path / "new"), "--recipe", "nope"]) == 2
+    assert "--recipe: invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_cli_recipes_are_the_library_presets() -> None:
+    assert tuple(PRETRAIN_PRESETS) == RECIPES
+
+
+def test_cli_tiny_run_and_package(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    flags = "--iterations 2 --train-samples 4 --heldout-samples 2 --seed 1 --threads 1"
+    argv = ["mesh-pretrain", "--out", str(tmp_path / "run"), "--package", str(tmp_path / "pkg"), *flags.split()]
+    assert main(argv) == 0
+    assert "held-out shape error" in capsys.readouterr().out
+    record = json.loads((tmp_path / "pkg" / "mesh_decoder.json").read_text())
+    assert record["command"].startswith("retina ") and record["provenance"]["config"]["iterations"] == 2
+    assert record["provenance"]["config"]["seed"] == 1 and record["provenance"]["config"]["train_samples"] == 4
 
 
 def test_committed_decoder_matches_its_record() -> None:

@@ -247,6 +247,9 @@ def test_reproduces_facenet_pytorch(reference_mtcnn, photo):
     lost, extra = np.flatnonzero(~found), np.flatnonzero(backward < 0)
     if len(lost) or len(extra):
         _check_tie_swaps(ref, ours, candidates, lost, extra)
+    # the order (module docstring): ours by probability, the reference's (select_largest=True) by box area
+    area = (ref_boxes[:, 2] - ref_boxes[:, 0]) * (ref_boxes[:, 3] - ref_boxes[:, 1])
+    assert (np.diff(ours.probs) <= 0).all() and (np.diff(area) <= 0).all()
 
 
 def test_detect_is_candidates_then_min_nms(reference_mtcnn):

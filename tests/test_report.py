@@ -110,7 +110,9 @@ def test_published_report_is_current():
         assert path.is_file(), f"{path} missing: run nox -s report -- --publish"
         if name.endswith(".csv"):
             assert path.read_bytes() == data, f"{path} is stale: run nox -s report -- --publish"
-    assert sorted(p.name for p in target.assets.iterdir()) == sorted(assets), "stray files in docs/report/"
+    listed = sorted(p.name for p in target.assets.iterdir())
+    assert listed == sorted([*assets, report.MANIFEST]), "stray files in docs/report/"
+    assert report.written_before(target.assets) == set(assets), "docs/report/manifest.json is stale"
 
 
 def test_a_record_under_the_first_root_shadows_its_copy_under_a_later_root(tmp_path):
@@ -120,3 +122,24 @@ def test_a_record_under_the_first_root_shadows_its_copy_under_a_later_root(tmp_p
     _evaluation(second, "beta", 0.8)
     found = sources.collect([first, second]).of("evaluation")
     assert [(s.path.parent.name, s.record["hard"]) for s in found] == [("alpha", 0.6), ("beta", 0.8)]
+
+
+def test_report_out_deletes_only_files_it_wrote(tmp_path):
+    # --out DIR may hold the user's own files: only what the manifest of an earlier build lists is ever removed
+    target = _target(tmp_path)
+    target.assets.mkdir(parents=True)
+    (target.assets / "mine.png").write_bytes(b"the user's")
+    (tmp_path / "outside.txt").write_text("keep")
+    report.write(target)
+    _, assets, _ = report.build(target)
+    assert (target.assets / "mine.png").read_bytes() == b"the user's"  # no manifest before: nothing deleted
+    assert report.written_before(target.assets) == set(assets) and all((target.assets / n).is_file() for n in assets)
+    # an earlier build wrote "old.csv" (and a tampered manifest names files elsewhere): old.csv alone goes
+    (target.assets / "old.csv").write_text("stale")
+    manifest = {"files": [*assets, "old.csv", "../outside.txt", "sub/x", "..", report.MANIFEST]}
+    (target.assets / report.MANIFEST).write_text(json.dumps(manifest))
+    report.write(target)
+    assert not (target.assets / "old.csv").exists() and (tmp_path / "outside.txt").read_text() == "keep"
+    assert sorted(p.name for p in target.assets.iterdir()) == sorted([*assets, "mine.png", report.MANIFEST])
+    (target.assets / report.MANIFEST).write_text("not json")
+    assert report.written_before(target.assets) == set()

@@ -34,6 +34,19 @@ def test_compare_is_paired_per_fold():
     assert not c["exceeds_fold_std"]
 
 
+def test_compare_without_spread_gives_no_p_value_and_the_record_is_written(tmp_path):
+    # equal per-fold differences (e.g. two rows that align every pair alike): the t-test is undefined; the job
+    # once wrote p = nan and write_json(allow_nan=False) raised after all the work was done
+    for row, ref in (([0.9, 0.8, 0.7], [0.8, 0.7, 0.6]), ([0.7, 0.6], [0.7, 0.6]), ([0.9], [0.8])):
+        c = ex.compare({"fold_accuracies": row, "accuracy_std": 0.1}, {"fold_accuracies": ref, "accuracy_std": 0.1})
+        assert c["p_paired"] is None and "do not vary" in c["note"] and c["std"] == pytest.approx(0.0, abs=1e-12)
+        ex.write_json(tmp_path / "record.json", {"vs_retinaface": c})
+    varied = ex.compare({"fold_accuracies": [0.9, 0.8, 0.7], "accuracy_std": 0.1},
+                        {"fold_accuracies": [0.8, 0.7, 0.7], "accuracy_std": 0.1})  # fmt: skip
+    # differences 0.1, 0.1, 0: t = (1/15) / (sqrt(1/300) / sqrt(3)) = 2, two-sided with 2 dof: p = 1 - 2 / sqrt(6)
+    assert varied["p_paired"] == pytest.approx(1 - 2 / 6**0.5, rel=1e-9) and varied["note"] == ""
+
+
 @pytest.mark.slow
 def test_experiment_on_tiny_synthface_id(tmp_path, monkeypatch):
     from retina.models.face_embed import build_embedder

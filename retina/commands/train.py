@@ -90,8 +90,10 @@ def train_config(args: argparse.Namespace) -> TrainCfg:
 
 def run(args: argparse.Namespace) -> int:
     from retina.data.dataset import SplitPaths
-    from retina.engine import RunSpec, train
+    from retina.engine import RunSpec, check_renderer, train
 
+    model_cfg, train_cfg = preset(args.preset), train_config(args)
+    check_renderer(model_cfg, train_cfg, args.renderer)  # before SynthFace is generated
     if args.data_root is not None:
         paths, label = SplitPaths.from_root(args.data_root), f"RetinaFace-layout split {args.data_root}"
     else:
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         data_label=label,
         renderer=args.renderer,
     )
-    record = train(preset(args.preset), train_config(args), run_spec)
+    record = train(model_cfg, train_cfg, run_spec)
     if record["finished"] and not record.get("nothing_to_do"):  # the engine said "already finished"
         print(f"done: {record['completed_iterations']} iterations; weights in {args.out / 'final.pth'}")
     return 0

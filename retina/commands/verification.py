@@ -29,9 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from retina.verify import experiment
 
+    record = experiment.run(args)
     if args.mtcnn_weights is None:
         print("note: MTCNN row not run (pass --mtcnn-weights DIR holding pnet.pt, rnet.pt, onet.pt)", file=sys.stderr)
-    record = experiment.run(args)
     paths = experiment.write(record, args.out, args.publish)
     print(experiment.markdown(record["table"]))
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -35,11 +35,10 @@ from retina.mesh.morphable import FaceParams, face_shape
 from retina.mesh.template import build_template
 from retina.postprocess import face_scores
 from retina.protocols import Resize
-from retina.render import model_to_camera, perspective, project, rasterize, vertex_normals
-from retina.synth.face import DISTANCE
+from retina.render import model_to_camera, project, vertex_normals
 from retina.synth.splits import read_meta
 
-SELF_OCCLUSION_TOL = 0.05  # model units (the face is ~1.3 tall): a vertex this far behind the surface is hidden
+SELF_OCCLUSION_TOL = 0.05  # camera units (the face is ~1.3 tall): a vertex this far behind a surface is hidden
 
 
 @dataclass(frozen=True)
@@ -73,18 +72,39 @@ def true_mesh(face: dict[str, Any], hierarchy: MeshHierarchy, image_hw: tuple[in
     focal = torch.tensor([float(cam["focal_px"])], dtype=torch.float64)
     principal = torch.tensor([cam["principal_px"]], dtype=torch.float64)
     uv = project(pts, focal, principal)[0].numpy()
-    tris = torch.from_numpy(np.array(hierarchy.levels[0].triangles, dtype=np.int64))
-    normals = vertex_normals(pts, tris)[0]
+    tris = np.array(hierarchy.levels[0].triangles, dtype=np.int64)
+    normals = vertex_normals(pts, torch.from_numpy(tris))[0]
     facing = ((normals * -pts[0]).sum(-1) > 0).numpy()
     h, w = image_hw
-    near, far = DISTANCE - 3.0, DISTANCE + 3.0
-    raster = rasterize(perspective(pts, focal, (h, w), principal, near, far), tris, (h, w))
-    cols, rows = np.floor(uv[:, 0]).astype(int), np.floor(uv[:, 1]).astype(int)
-    inside = (cols >= 0) & (cols < w) & (rows >= 0) & (rows < h)
-    ndc = raster.depth[0].numpy()[rows.clip(0, h - 1), cols.clip(0, w - 1)]
-    surface_z = 2 * far * near / ((far + near) - ndc * (far - near))  # camera z of the visible surface (inf: none)
-    hidden = pts[0, :, 2].numpy() > surface_z + SELF_OCCLUSION_TOL
+    inside = (uv[:, 0] >= 0) & (uv[:, 0] < w) & (uv[:, 1] >= 0) & (uv[:, 1] < h)
+    hidden = self_occluded(uv, pts[0, :, 2].numpy(), tris, SELF_OCCLUSION_TOL)
     return TrueMesh(uv, facing & inside & ~hidden)
+
+
+def self_occluded(uv: np.ndarray, z: np.ndarray, tris: np.ndarray, tol: float) -> np.ndarray:
+    """(V,) bool: a triangle not touching the vertex covers its exact projection nearer by more than ``tol``.
+
+    uv (V, 2) pixels, z (V,) camera depth, tris (T, 3). Exact at the vertex, where a raster would sample the
+    nearest pixel centre (off the face for outline vertices, or across a grazing silhouette)."""
+    corners = uv[tris]  # (T, 3, 2)
+    lo, hi = corners.min(1), corners.max(1)
+    u, v = uv[:, :1], uv[:, 1:]
+    vi, ti = np.nonzero((u >= lo[:, 0]) & (u <= hi[:, 0]) & (v >= lo[:, 1]) & (v <= hi[:, 1]))
+    keep = (tris[ti] != vi[:, None]).all(1)
+    vi, ti = vi[keep], ti[keep]
+    a, e1, e2 = corners[ti, 0], corners[ti, 1] - corners[ti, 0], corners[ti, 2] - corners[ti, 0]
+    p = uv[vi] - a
+    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
+    flat = det == 0  # seen edge-on: hides nothing
+    det = np.where(flat, 1.0, det)
+    l1 = (p[:, 0] * e2[:, 1] - p[:, 1] * e2[:, 0]) / det
+    l2 = (e1[:, 0] * p[:, 1] - e1[:, 1] * p[:, 0]) / det
+    lam = np.stack([1.0 - l1 - l2, l1, l2], 1)
+    covers = ~flat & (lam >= 0).all(1)
+    depth = 1.0 / (lam / z[tris[ti]]).sum(1)  # 1/z is affine in screen space
+    hidden = np.zeros(len(uv), dtype=bool)
+    hidden[vi[covers & (depth < z[vi] - tol)]] = True
+    return hidden
 
 
 def _xyxy(box_xywh: list[float]) -> list[float]:

@@ -3,7 +3,7 @@
 The paper's decoder is pre-trained on 3D faces; ours learns the space of :mod:`retina.mesh.morphable` (identity
 shape, expressions, albedo) as an *auto-encoder*:
 
-    python -m retina.mesh.pretrain --out runs/mesh_decoder [--package retina/weights]
+    retina mesh-pretrain --out runs/mesh_decoder [--package retina/weights]
     decoder, payload = load_mesh_decoder("retina/weights/mesh_decoder.pth")   # code (B, 128) -> (B, 1169, 6)
 
 Data: faces drawn by :func:`retina.mesh.morphable.sample_face_params`; each gives a target (V, 6) at the
@@ -30,12 +30,8 @@ metrics.jsonl}`` with the sha256 of each. No resume: a default run is a few minu
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
-import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -298,62 +294,3 @@ def package(out_dir: Path, dest: Path, command: str) -> Path:
     record["metrics"] = file_id(metrics)
     record = {"command": command, **record}
     return write_json(dest / "mesh_decoder.json", record)
-
-
-# --- command line -------------------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m retina.mesh.pretrain", description=__doc__.split("\n")[0])
-    add_arguments(p)
-    return p
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The pre-training options (also those of ``retina mesh-pretrain``)."""
-    p.add_argument("--out", type=Path, required=True, help="run folder (metrics.jsonl, mesh_decoder.pth, record.json)")
-    p.add_argument("--recipe", default="synth-cpu", help="preset (default synth-cpu)")
-    p.add_argument("--iterations", type=int, help="override the recipe's iterations")
-    p.add_argument("--train-samples", type=int, help="override the number of training faces")
-    p.add_argument("--heldout-samples", type=int, help="override the number of held-out faces")
-    p.add_argument("--seed", type=int, help="override the initialisation / batch-order seed")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=1,
-        help="torch CPU threads (default 1: on a shared 2-core machine 2 threads ran 8x slower)",
-    )
-    p.add_argument("--package", type=Path, help="also copy the run to DIR/mesh_decoder.{pth,json,metrics.jsonl}")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; user errors print one line and return 2."""
-    args = build_parser().parse_args(argv)
-    return run(args, "python -m retina.mesh.pretrain " + " ".join(sys.argv[1:] if argv is None else argv))
-
-
-def run(args: argparse.Namespace, command: str) -> int:
-    """Pre-train (and package) as parsed by :func:`add_arguments`; ``command`` is recorded in the package."""
-    names = {"iterations": "iterations", "train_samples": "train_samples", "heldout_samples": "heldout_samples"}
-    overrides = {v: getattr(args, k) for k, v in {**names, "seed": "seed"}.items() if getattr(args, k) is not None}
-    try:
-        cfg = dataclasses.replace(pretrain_preset(args.recipe), **overrides)
-        torch.set_num_threads(args.threads)
-        if args.out.exists() and not args.out.is_dir():
-            raise RetinaError(f"--out {args.out} is a file, not a folder")
-        record = pretrain(cfg, args.out)
-        if args.package is not None:
-            print(f"packaged: {package(args.out, args.package, command)}")
-    except (RetinaError, OSError, ValueError) as exc:
-        print(f"pretrain: error: {exc}", file=sys.stderr)
-        return 2
-    h, b = record["heldout"], record["baseline_mean_face"]
-    print(
-        f"held-out shape error {h['shape_error']:.5f} ({h['shape_error_iod']:.4f} IOD; mean face "
-        f"{b['shape_error']:.5f}), colour {h['colour_error_255']:.2f}/255 (mean face {b['colour_error_255']:.2f})"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,7 +20,8 @@ The cascade follows the reference step by step, with its conventions (they matte
 4. O-Net: 48x48 crops likewise; probability > threshold; landmarks from the (pre-regression) boxes;
    regression; NMS with overlap = intersection / smaller area ("Min", 0.7), inclusive-pixel areas.
 
-Results are sorted by probability, descending. Where this departs from the reference: boxes whose crop would be
+Faces come by probability, descending; facenet-pytorch's ``MTCNN.detect`` by default (``select_largest=True``)
+returns the same faces by box area, largest first. Where this departs from the reference: boxes whose crop would be
 empty (wholly outside the image) are dropped (the reference would misalign its batch), and exact ties in the
 last NMS go to the earlier box (the reference's choice follows ``np.argsort``, whose order among equal values
 differs between machines with and without AVX-512); two boxes tie when they share an O-Net crop, so the

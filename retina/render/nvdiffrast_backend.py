@@ -15,8 +15,9 @@ Conventions mapped here (nvdiffrast's ``rast_out`` is (B, H, W, 4) float32 = (u,
 - Same pixel convention as ours (row 0 at NDC ``y = -1``, centres at half-integers). Edge cases differ:
   nvdiffrast clips triangles at the near plane where we drop those with a vertex at ``w <= 0``, and it
   applies a fill rule to centres exactly on shared edges where we keep the nearer/lower id.
-- No ``antialias``: like the torch backend, gradients reach vertex positions through the barycentrics
-  of covered pixels, not through silhouettes; both backends differentiate the same quantity.
+- nvdiffrast's own ``antialias`` is not used: silhouette gradients, when asked for
+  (``render_mesh(antialias=True)``), come from :mod:`retina.render.antialias` on either backend's raster, so
+  both backends differentiate the same quantities.
 
 Global state (an exception to the suite's rule): one ``RasterizeCudaContext`` per CUDA device, created
 on first use and cached in ``_CONTEXTS``; a context owns GPU buffers that are costly to rebuild per call.

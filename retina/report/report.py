@@ -11,6 +11,7 @@ or figure fails CI). A section without records prints a "not run" line with the 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -22,11 +23,12 @@ from retina.errors import RetinaError
 from retina.paper import TABLE3_ABLATIONS
 from retina.report.sections import LOCAL, PUBLISH, Commands, Section, all_sections
 from retina.report.sources import RecordSet, collect, shown_path
-from retina.results import REPO_ROOT, write_bytes, write_text
+from retina.results import REPO_ROOT, write_bytes, write_json, write_text
 
 RESULTS = REPO_ROOT / "results"
 PUBLISHED_RECORDS = REPO_ROOT / "reports" / "records"
 DOCS = REPO_ROOT / "docs"
+MANIFEST = "manifest.json"  # in the assets folder: what the last build wrote there, the only files it may delete
 
 
 @dataclass(frozen=True)
@@ -83,16 +85,26 @@ def build(target: Target) -> tuple[str, dict[str, bytes], list[str]]:
 
 
 def write(target: Target) -> list[str]:
-    """Build and write the page and its assets (atomically, stale assets removed); returns missing commands."""
+    """Build and write the page and its assets (atomically); returns the missing sections' commands. Assets of an
+    earlier build that this one does not write are removed, and only they: the files the manifest lists."""
     text, assets, missing = build(target)
+    earlier = written_before(target.assets)
     for name, data in assets.items():
         write_bytes(target.assets / name, data)
-    if target.assets.is_dir():
-        for old in target.assets.iterdir():
-            if old.is_file() and old.name not in assets:
-                old.unlink()
+    for name in sorted(earlier - set(assets)):
+        (target.assets / name).unlink(missing_ok=True)
+    write_json(target.assets / MANIFEST, {"written_by": "retina report", "files": sorted(assets)})
     write_text(target.page, text)
     return missing
+
+
+def written_before(assets: Path) -> set[str]:
+    """The asset names the manifest in ``assets`` lists (plain file names only; none without a readable one)."""
+    try:
+        names = json.loads((assets / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return set()
+    return {n for n in names if isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..", MANIFEST)}
 
 
 def run_missing(commands: Sequence[str]) -> None:

@@ -105,9 +105,11 @@ def parallel_map(fn: Callable[[Any], Any], jobs: list[Any], workers: int, chunks
         with _one_thread():
             yield from map(fn, jobs)
         return
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
+    try:
         yield from pool.map(fn, jobs, chunksize=chunksize)
+    finally:  # stopped early (an error, Ctrl-C, SIGTERM): the jobs not yet started are dropped, not waited for
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _images(cfg: SynthCfg, split: str, n: int, seed: int, workers: int) -> Iterator[tuple[bytes, dict[str, Any]]]:

@@ -196,14 +196,18 @@ def score_row(vset: VerifySet, embeddings: np.ndarray) -> dict[str, Any]:
 
 
 def compare(row: dict[str, Any], reference: dict[str, Any]) -> dict[str, Any]:
-    """Paired per-fold difference (row - reference), its std, and whether |mean| exceeds the folds' std."""
+    """Paired per-fold difference (row - reference), its std, whether |mean| exceeds the folds' std, and the paired
+    t-test's p-value: None with a note when the differences do not vary (the test is undefined)."""
     from scipy import stats
 
     diff = np.asarray(row["fold_accuracies"]) - np.asarray(reference["fold_accuracies"])
     spread = max(row["accuracy_std"], reference["accuracy_std"])
-    p = float(stats.ttest_1samp(diff, 0.0).pvalue) if diff.std(ddof=1) > 0 else float("nan")
+    std = float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+    p, note = None, f"no p-value: the {len(diff)} per-fold differences do not vary"
+    if np.ptp(diff) > 1e-9:  # accuracies are ratios of pair counts: equal differences may differ by rounding
+        p, note = float(stats.ttest_1samp(diff, 0.0).pvalue), ""
     exceeds = bool(abs(diff.mean()) > spread)
-    return {"mean": float(diff.mean()), "std": float(diff.std(ddof=1)), "exceeds_fold_std": exceeds, "p_paired": p}
+    return {"mean": float(diff.mean()), "std": std, "exceeds_fold_std": exceeds, "p_paired": p, "note": note}
 
 
 def _pct(x: float | None) -> str:
@@ -259,8 +263,6 @@ def roc_png(record: dict[str, Any]) -> bytes:
 
 
 def dataset(args: argparse.Namespace) -> VerifySet:
-    if (args.lfw_pairs is None) != (args.lfw_images is None):
-        raise RetinaError("--lfw-pairs and --lfw-images go together")
     if args.lfw_pairs is not None:
         return lfw_set(args.lfw_pairs, args.lfw_images)
     from retina.synth.identities import synth_id_split
@@ -268,8 +270,8 @@ def dataset(args: argparse.Namespace) -> VerifySet:
     return synthface_id_set(synth_id_split("test", args.synth_preset, progress=not args.no_progress))
 
 
-def sources(args: argparse.Namespace, vset: VerifySet) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The rows' crop functions (name -> source) and what identifies each detector."""
+def sources(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The detector rows' crop functions (name -> source) and what identifies each detector."""
     from retina.verify.landmark_job import mtcnn_method, retinaface_method
 
     rows: dict[str, Any] = {"none": lambda image, face: (crop_none(image, face), False)}
@@ -279,22 +281,27 @@ def sources(args: argparse.Namespace, vset: VerifySet) -> tuple[dict[str, Any], 
         rows["MTCNN"] = detector_crop(detect)
     detect, info["RetinaFace"] = retinaface_method(args.weights or DEFAULT_WEIGHTS, 0.5)
     rows["RetinaFace"] = detector_crop(detect)
-    if all(f.landmarks is not None for f in vset.faces):
-        rows["ground truth"] = lambda image, face: (align_face(image, face.landmarks, CROP), False)
     return rows, info
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    vset = dataset(args)
+def embedder(args: argparse.Namespace) -> tuple[Embed, dict[str, Any]]:
+    """The ONNX model of ``--onnx``, else our checkpoint (``--embedder`` or the committed one)."""
     if args.onnx is not None:
-        embed, embed_info = onnx_embedder(args.onnx, args.onnx_layout, args.onnx_channels, args.onnx_mean,
-                                          args.onnx_std)  # fmt: skip
-    else:
-        path = args.embedder or DEFAULT_EMBEDDER
-        if not path.is_file():
-            raise RetinaError(f"embedding checkpoint not found: {path}")
-        embed, embed_info = own_embedder(path)
-    rows_fn, detectors = sources(args, vset)
+        return onnx_embedder(args.onnx, args.onnx_layout, args.onnx_channels, args.onnx_mean, args.onnx_std)
+    path = args.embedder or DEFAULT_EMBEDDER
+    if not path.is_file():
+        raise RetinaError(f"embedding checkpoint not found: {path}")
+    return own_embedder(path)
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    if (args.lfw_pairs is None) != (args.lfw_images is None):
+        raise RetinaError("--lfw-pairs and --lfw-images go together")
+    embed, embed_info = embedder(args)  # every model loads (or fails) before the data set is made
+    rows_fn, detectors = sources(args)
+    vset = dataset(args)
+    if all(f.landmarks is not None for f in vset.faces):
+        rows_fn["ground truth"] = lambda image, face: (align_face(image, face.landmarks, CROP), False)
     rows: dict[str, dict[str, Any]] = {}
     for name, source in rows_fn.items():
         crops, fallbacks = aligned_crops(vset, source, not args.no_progress, f"align: {name}")
