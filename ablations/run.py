@@ -43,12 +43,26 @@ from retina.protocols import PROTOCOLS
 from retina.results import REPO_ROOT, file_id, provenance, staged_folder, write_json
 
 DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
+DEV_ROOT = REPO_ROOT.parent / "shared" / "data" / "widerface"
 PUBLISHED = REPO_ROOT / "reports" / "records" / "ablations"
 
 
 @dataclass(frozen=True)
+class RowData:
+    """A row's training data: folders, what they are (for records) and what identifies them (for the run key)."""
+
+    train: SplitPaths
+    label: str
+    data_id: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class Plan:
-    """One ablation under one setting, with its data resolved and where/how to run it."""
+    """One ablation under one setting, with its data resolved and where/how to run it.
+
+    ``row_data``: the training data of rows that ablate a SynthFace field (variant key -> data); every other row
+    trains on ``train_data``. Every row is evaluated on ``eval_split`` and, when given, on ``real_split`` too.
+    """
 
     ablation: Ablation
     setting: Setting
@@ -63,13 +77,21 @@ class Plan:
     checkpoint_every: int = 100
     pretrained_backbone: Path | None = None
     progress: bool = True
+    row_data: dict[str, RowData] = dataclasses.field(default_factory=dict)
+    real_split: EvalSplit | None = None
 
     @property
     def variants(self) -> tuple[Variant, ...]:
         return self.ablation.variants(self.setting)
 
+    def data_of(self, variant: Variant) -> RowData:
+        """The training data of ``variant``'s row."""
+        return self.row_data.get(variant.key) or RowData(self.train_data, self.train_label, self.data_id)
 
-def synth_pair(data: SynthData, workers: int | None = None) -> tuple[Path, Path]:
+
+def synth_pair(
+    data: SynthData, workers: int | None = None, splits: tuple[str, ...] = ("train", "val")
+) -> tuple[Path, ...]:
     """The (train, val) folders of a SynthFace pair, generated on first use into the SynthFace cache.
 
     Named by generator version and a hash of config and seed, like ``retina.synth.splits.default_split``;
@@ -82,7 +104,8 @@ def synth_pair(data: SynthData, workers: int | None = None) -> tuple[Path, Path]
     root = cache_root() / f"v{SYNTH_VERSION}-ablation-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
     workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
     folders = []
-    for split, n in (("train", data.cfg.train_images), ("val", data.cfg.val_images)):
+    for split in splits:
+        n = data.cfg.train_images if split == "train" else data.cfg.val_images
         folder = root / split
         if not (folder / "synth.json").is_file():
             print(f"generating SynthFace {split} split ({n} images) into {folder}", flush=True)
@@ -92,7 +115,7 @@ def synth_pair(data: SynthData, workers: int | None = None) -> tuple[Path, Path]
                 if not (folder / "synth.json").is_file():  # not another process winning the race
                     raise
         folders.append(folder)
-    return folders[0], folders[1]
+    return tuple(folders)
 
 
 def run_key(plan: Plan, variant: Variant) -> str:
@@ -100,7 +123,7 @@ def run_key(plan: Plan, variant: Variant) -> str:
     content = {
         "model_cfg": to_dict(variant.model),
         "train_cfg": to_dict(variant.train),
-        "data": plan.data_id,
+        "data": plan.data_of(variant).data_id,
         "protocol": plan.setting.protocol,
         "post": to_dict(PostCfg()),
         "backbone_init": file_id(plan.pretrained_backbone),
@@ -109,6 +132,8 @@ def run_key(plan: Plan, variant: Variant) -> str:
         from retina.weights import DEFAULT_DECODER
 
         content["mesh_decoder_init"] = file_id(DEFAULT_DECODER)
+    if plan.real_split is not None:  # absent: the keys of records without a real evaluation are unchanged
+        content["real"] = plan.real_split.label
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -159,13 +184,14 @@ def train_one(plan: Plan, base: Variant, seed: int) -> float | None:
 
     variant = seeded(base, seed)
     out = run_dir(plan, variant, seed)
-    if _trained(out, variant, plan.train_data):
+    data = plan.data_of(variant)
+    if _trained(out, variant, data.train):
         return None
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"[{plan.ablation.name}] train {variant.key} seed {seed} -> {out}", flush=True)
     spec = RunSpec(
         out_dir=out,
-        data=plan.train_data,
+        data=data.train,
         device=plan.device,
         workers=plan.workers,
         checkpoint_every=plan.checkpoint_every,
@@ -173,7 +199,7 @@ def train_one(plan: Plan, base: Variant, seed: int) -> float | None:
         resume=(out / "last.pth").is_file(),
         pretrained_backbone=plan.pretrained_backbone,
         progress=plan.progress,
-        data_label=plan.train_label,
+        data_label=data.label,
     )
     t0 = time.perf_counter()
     train(variant.model, variant.train, spec)
@@ -206,6 +232,7 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
         detector, plan.eval_split, out / f"eval_{protocol}", protocol, progress=plan.progress, **context
     )
     dense = _dense(plan, variant, detector)
+    real = _real(plan, detector, out / f"real_{protocol}", protocol)
     eval_seconds = time.perf_counter() - t0
     train_record = json.loads((out / "train_record.json").read_text())
     if train_seconds is None and train_record["resumed_from"] == 0:  # trained whole by an earlier invocation
@@ -224,13 +251,14 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
         "setting_note": plan.setting.note,
         "paper_rows": list(plan.ablation.paper_rows),
         "synthetic": plan.synthetic,
-        "train_data": plan.train_label,
+        "train_data": plan.data_of(variant).label,
         "eval_data": plan.eval_split.label,
         "protocol": protocol,
         "key": run_key(plan, variant),
         # AP as fractions in [0, 1] (the tables show percent, as the paper does)
         "metrics": {**result.ap, "hard_map": result.hard_map_50_95},
         **({"dense": dense} if dense is not None else {}),
+        **({"real": real} if real is not None else {}),
         "iou": result.iou,
         "counts": dict(result.counts),
         "curves": {s: {"recall": _curve(c.recall), "precision": _curve(c.precision)} for s, c in result.curves.items()},
@@ -267,6 +295,24 @@ def _dense(plan: Plan, variant: Variant, detector: Any) -> dict[str, Any] | None
 
     cfg = DenseCfg(min_face=variant.train.pixel.min_face, crop_margin=variant.train.pixel.crop_margin)
     return dense_accuracy(detector, plan.eval_split.images.parent, cfg)
+
+
+def _real(plan: Plan, detector: Any, out: Path, protocol: str) -> dict[str, Any] | None:
+    """APs, hard mAP and the operating point (score 0.5) on the real split, when the plan has one."""
+    if plan.real_split is None:
+        return None
+    from retina.data.widerface import load_ground_truth, read_predictions
+    from retina.eval.transfer import operating_point
+    from retina.evaluate import evaluate_detector
+
+    result, _ = evaluate_detector(detector, plan.real_split, out, protocol, progress=plan.progress)
+    gt = load_ground_truth(plan.real_split.gt)
+    predictions = read_predictions(out / "predictions", gt).detections
+    return {
+        "data": plan.real_split.label,
+        "metrics": {**result.ap, "hard_map": result.hard_map_50_95},
+        "operating_point": operating_point(predictions, gt),
+    }
 
 
 def _todo(plan: Plan) -> list[tuple[Variant, int]]:
@@ -371,6 +417,11 @@ def parser() -> argparse.ArgumentParser:
         help="backbone start: ImageNet weights or a retina checkpoint (default: the setting's)",
     )
     init.add_argument("--scratch", action="store_true", help="random backbone initialisation (no pretraining)")
+    real = p.add_mutually_exclusive_group()
+    real.add_argument("--real-dev", nargs="?", const=DEV_ROOT, type=Path, metavar="DIR",
+                      help="also evaluate every row on the real development set (119 WIDER FACE val images "
+                      "restored from DIR/val_resized416, default ../shared/data/widerface)")  # fmt: skip
+    real.add_argument("--real-root", type=Path, help="also evaluate every row on this WIDER-layout real val split")
     p.add_argument("--checkpoint-every", type=int, default=100, help="iterations between resumable checkpoints")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: results/ablations)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -440,6 +491,20 @@ def make_plan(args: argparse.Namespace) -> Plan:
         eval_split = EvalSplit.from_root(val_dir, label=f"{setting.data.label}, val split")
         data_id = {"synth": setting.data.cfg.to_dict(), "seed": setting.data.seed}
         synthetic = True
+    row_data = {}
+    for variant in ABLATIONS[args.ablation].variants(setting):
+        if variant.data is not None:
+            (train_dir,) = synth_pair(variant.data, splits=("train",))
+            data_id = {"synth": variant.data.cfg.to_dict(), "seed": variant.data.seed}
+            label = f"{variant.data.label}, train split"
+            row_data[variant.key] = RowData(SplitPaths.from_root(train_dir), label, data_id)
+    real_split = None
+    if args.real_root is not None:
+        real_split = EvalSplit.from_root(args.real_root, label=f"real WIDER-layout val split {args.real_root}")
+    elif args.real_dev is not None:
+        from retina.eval.transfer import development_set
+
+        real_split = development_set(args.real_dev)
     preset(setting.preset)
     backbone = None if args.scratch else args.pretrained_backbone or setting.backbone_init
     if backbone is not None:
@@ -458,6 +523,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
         checkpoint_every=args.checkpoint_every,
         pretrained_backbone=backbone,
         progress=not args.no_progress,
+        row_data=row_data,
+        real_split=real_split,
     )
 
 

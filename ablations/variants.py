@@ -30,8 +30,21 @@ from typing import Any
 from retina.config import PRESETS, TRAIN_PRESETS, DetectorCfg, TrainCfg, preset
 from retina.paper import PAPER_TABLE3
 from retina.protocols import PROTOCOLS
-from retina.synth.config import SynthCfg
+from retina.synth.config import SYNTH_PRESETS, SynthCfg
 from retina.weights import DEFAULT_WEIGHTS
+
+# SynthFace v3's factors of domain randomisation (retina.synth.config.FACTORS) as ablation fields, and their values
+# with the factor on (the v3 preset's) and off (v2).
+SYNTH_FACTOR_FIELDS = (
+    "data.natural_backdrop",
+    "data.hard_negatives_range",
+    "data.face_appearance",
+    "data.lighting",
+    "data.camera",
+)
+_V3 = SYNTH_PRESETS["v3"]
+FACTORS_ON = (_V3.natural_backdrop, _V3.hard_negatives_range, _V3.face_appearance, _V3.lighting, _V3.camera)
+FACTORS_OFF = (0.0, (0, 0), False, False, False)
 
 # The CPU setting's data: smaller images than the default pair (384 wide), so that generating, training
 # and evaluating at the original size all fit the budget; faces 8-160 px, up to 24 per image.
@@ -44,6 +57,15 @@ SYNTH_ABLATION = SynthCfg(
     back_heads_range=(0, 2),
     train_images=400,
     val_images=150,
+)
+# The factor study's data: the ablation geometry with every v3 factor on, WIDER's box habit, more training images
+# (domain randomisation needs variety) and v3's scene mix.
+SYNTH_FACTOR_STUDY = dataclasses.replace(
+    SYNTH_ABLATION,
+    **dict(zip((f.split(".")[1] for f in SYNTH_FACTOR_FIELDS), FACTORS_ON, strict=True)),
+    box_convention="wider",
+    scene_weights=_V3.scene_weights,
+    train_images=1000,
 )
 
 
@@ -100,6 +122,7 @@ class Variant:
     model: DetectorCfg
     train: TrainCfg
     baseline: bool
+    data: SynthData | None = None  # the row's SynthFace data when a data.<field> is ablated (None: the setting's)
 
 
 @dataclass(frozen=True)
@@ -107,9 +130,12 @@ class Ablation:
     """One field (or a tuple of fields), the (key, label, value) of each row (the first is the baseline), and two
     settings.
 
-    A field is ``model.<path>`` (into :class:`DetectorCfg`) or ``train.<path>`` (into :class:`TrainCfg`); with a
+    A field is ``model.<path>`` (into :class:`DetectorCfg`), ``train.<path>`` (into :class:`TrainCfg`) or
+    ``data.<name>`` (into the setting's :class:`SynthCfg`: each row trains on its own SynthFace data); with a
     tuple of fields each row's value is a tuple of as many values. ``paper_rows`` names rows of
-    :data:`PAPER_TABLE3`: the paper's baseline, then the row each of ours after the first mirrors.
+    :data:`PAPER_TABLE3`: the paper's baseline, then the row each of ours after the first mirrors (empty for an
+    ablation the paper has not). ``paper``: the setting on the user's data (None where the ablation is of SynthFace
+    itself).
     """
 
     name: str
@@ -117,22 +143,23 @@ class Ablation:
     rows: tuple[tuple[str, str, Any], ...]
     paper_rows: tuple[str, ...]
     cpu: Setting
-    paper: Setting
+    paper: Setting | None
     description: str = ""
 
     def __post_init__(self) -> None:
         for f in self.fields:
             root, *path = f.split(".")
-            if root not in ("model", "train") or not path:
-                raise ValueError(f"ablation field must be model.<path> or train.<path>, got {f!r}")
+            if root not in ("model", "train", "data") or not path:
+                raise ValueError(f"ablation field must be model.<path>, train.<path> or data.<name>, got {f!r}")
         if len(self.rows) < 2 or len({k for k, _, _ in self.rows}) != len(self.rows):
             raise ValueError("an ablation needs >= 2 rows with distinct keys")
-        if len(self.paper_rows) < 2 or len(self.paper_rows) > len(self.rows):
+        if self.paper_rows and (len(self.paper_rows) < 2 or len(self.paper_rows) > len(self.rows)):
             raise ValueError(f"paper_rows needs a baseline and 1 to {len(self.rows) - 1} mirrored rows")
         if any(r not in PAPER_TABLE3 for r in self.paper_rows):
             raise ValueError(f"paper rows {self.paper_rows} not in Table 3 ({list(PAPER_TABLE3)})")
         for s in (self.cpu, self.paper):
-            self.variants(s)  # every row must be a valid config: fail at import, not hours into training
+            if s is not None:
+                self.variants(s)  # every row must be a valid config: fail at import, not hours into training
 
     @property
     def fields(self) -> tuple[str, ...]:
@@ -141,6 +168,8 @@ class Ablation:
     def setting(self, name: str) -> Setting:
         if name not in ("cpu", "paper"):
             raise ValueError(f"unknown setting {name!r}; choose cpu or paper")
+        if name == "paper" and self.paper is None:
+            raise ValueError(f"the {self.name} ablation has only the cpu setting (it ablates SynthFace itself)")
         return self.cpu if name == "cpu" else self.paper
 
     def variants(self, setting: Setting) -> tuple[Variant, ...]:
@@ -150,14 +179,19 @@ class Ablation:
             values = value if isinstance(self.field, tuple) else (value,)
             if len(values) != len(self.fields):
                 raise ValueError(f"row {key!r} has {len(values)} values for fields {self.fields}")
-            model, train = setting.model, setting.train
+            model, train, data = setting.model, setting.train, setting.data
             for f, v in zip(self.fields, values, strict=True):
                 root, *path = f.split(".")
                 if root == "model":
                     model = replace_path(model, path, v)
-                else:
+                elif root == "train":
                     train = replace_path(train, path, v)
-            out.append(Variant(key, label, value, model, train, baseline=i == 0))
+                elif data is None:
+                    raise ValueError(f"{f}: the {setting.name} setting has no SynthFace data to ablate")
+                else:
+                    data = dataclasses.replace(data, cfg=replace_path(data.cfg, path, v))
+            row_data = data if data != setting.data else None
+            out.append(Variant(key, label, value, model, train, baseline=i == 0, data=row_data))
         return tuple(out)
 
 
@@ -216,6 +250,26 @@ MESH_PAPER_NOTE = (
     " The paper's pixel-loss rows are on top of +DCN; this setting's rows are without DCN (add it with a preset)."
 )
 
+SYNTH_NOTE = (
+    "CPU setting of the factor study (issue 24): MobileNet-0.25 from random initialisation (no pretraining: every "
+    "weight learns from the row's own SynthFace data), {iterations} iterations of batch 8 at 256 px; each row "
+    "switches one SynthFace v3 factor off (each factor draws from its own random stream, so the rest of every image "
+    "stays the same). Main column: AP on real images (pass --real-dev or --real-root); SynthFace columns on the "
+    "full generator's val split (synthetic data)."
+)
+SYNTH_ITERATIONS = 1500
+
+
+def _synth_setting(iterations: int = SYNTH_ITERATIONS) -> Setting:
+    return Setting("cpu", "mobilenet0.25", _cpu_train(iterations, 256, 8), SynthData(SYNTH_FACTOR_STUDY),
+                   note=SYNTH_NOTE.format(iterations=iterations), backbone_init=None)  # fmt: skip
+
+
+def _without(k: int) -> tuple[Any, ...]:
+    """The factor values with factor ``k`` off and the others on."""
+    return tuple(off if i == k else on for i, (on, off) in enumerate(zip(FACTORS_ON, FACTORS_OFF, strict=True)))
+
+
 PAPER_NOTE = "Paper setting (arXiv 1905.00641 section 4.1): ResNet-50, paper recipe, on the data given by flags."
 
 _PAPER_SETTING = Setting(
@@ -263,6 +317,24 @@ ABLATIONS: MappingProxyType[str, Ablation] = MappingProxyType(
             paper=dataclasses.replace(_PAPER_SETTING, preset="resnet50-paper-mesh", note=PAPER_NOTE + MESH_PAPER_NOTE),
             description="the dense branch's pixel loss (section 3.2) with and without the landmark loss: the paper's "
             "last four Table 3 rows",
+        ),
+        "synth": Ablation(
+            name="synth",
+            field=SYNTH_FACTOR_FIELDS,
+            rows=(
+                ("full", "SynthFace v3 (every factor)", FACTORS_ON),
+                ("no_backdrop", "- natural backdrops", _without(0)),
+                ("no_negatives", "- hard negatives", _without(1)),
+                ("no_appearance", "- face appearance", _without(2)),
+                ("no_lighting", "- lighting", _without(3)),
+                ("no_camera", "- camera", _without(4)),
+                ("none", "no factor (v2 look)", FACTORS_OFF),
+            ),
+            paper_rows=(),
+            cpu=_synth_setting(),
+            paper=None,
+            description="which SynthFace factors make a detector trained on synthetic faces find real ones: each "
+            "row switches one factor of domain randomisation off",
         ),
     }
 )

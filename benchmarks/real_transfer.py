@@ -35,25 +35,16 @@ from retina.api import Detector
 from retina.config import PostCfg
 from retina.data.widerface import load_ground_truth, read_predictions
 from retina.errors import RetinaError
-from retina.eval.transfer import OPERATING_SCORE, _iou, dev_set, operating_point, summary
+from retina.eval.transfer import OPERATING_SCORE, _iou, development_set, operating_point, summary
 from retina.evaluate import EvalSplit, evaluate_detector
 from retina.results import REPO_ROOT, file_id, provenance, write_bytes, write_json
-from retina.synth.splits import cache_root, default_split
+from retina.synth.splits import default_split
 from retina.weights import DEFAULT_WEIGHTS
 
 SHARED = REPO_ROOT.parent / "shared" / "data"
 BIUBUG6 = SHARED / "weights" / "retinaface_mobilenet0.25_Final.pth"
 ASTRONAUT = "scikit-image_astronaut.png"
 CURVE_STEP = 10  # every 10th of the 1000 thresholds in the record
-
-
-def dev_split(dev_root: Path) -> EvalSplit:
-    """The development set built from ``dev_root`` (``val_resized416/`` and ``ground_truth/``)."""
-    resized = dev_root / "val_resized416"
-    sizes = resized / "original_sizes_dev.json"
-    if not sizes.is_file():
-        raise RetinaError(f"no development set at {dev_root} ({sizes} missing); pass --dev-root or --wider-root")
-    return dev_set(resized / "images", sizes, dev_root / "ground_truth", cache_root().parent / "real")
 
 
 def curves(result: Any) -> dict[str, Any]:
@@ -167,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         split = (
             EvalSplit.from_root(args.wider_root, label="WIDER FACE val")
             if args.wider_root
-            else dev_split(args.dev_root)
+            else development_set(args.dev_root)
         )
         with tempfile.TemporaryDirectory() as tmp:
             rows = [checkpoint_row(n, w, split, args, Path(tmp)) for n, w in zip(args.names, args.weights, strict=True)]

@@ -30,10 +30,20 @@ def _flat(obj, prefix=""):
 @pytest.mark.parametrize("setting", ["cpu", "paper"])
 def test_variants_are_valid_configs_differing_only_in_the_ablated_field(name, setting):
     ablation = ABLATIONS[name]
-    variants = ablation.variants(ablation.setting(setting))
+    if setting == "paper" and ablation.paper is None:
+        with pytest.raises(ValueError, match="only the cpu setting"):
+            ablation.setting(setting)
+        return
+    chosen = ablation.setting(setting)
+    variants = ablation.variants(chosen)
     assert [v.baseline for v in variants] == [True] + [False] * (len(variants) - 1)
+
+    def data(v):  # the row's SynthFace config (None: the setting's)
+        return dataclasses.asdict((v.data or chosen.data).cfg) if chosen.data is not None else {}
+
     # dataclasses.asdict, not to_dict: fields at their defaults may be omitted from to_dict (LossCfg.w_pixel)
-    flats = [_flat({"model": dataclasses.asdict(v.model), "train": dataclasses.asdict(v.train)}) for v in variants]
+    flats = [_flat({"model": dataclasses.asdict(v.model), "train": dataclasses.asdict(v.train), "data": data(v)})
+             for v in variants]  # fmt: skip
     differing = {k for f in flats[1:] for k in flats[0] if flats[0][k] != f[k]}
     assert differing == set(ablation.fields)
     values = [v.value if isinstance(ablation.field, tuple) else (v.value,) for v in variants]
@@ -390,5 +400,52 @@ def test_paper_reference_has_one_mirrors_line_per_mirrored_row(tmp_path):
     assert paper.loc[["FPN+Context", "+DCN"], "hard_diff"].isna().all()  # only mirrored rows have differences
 
 
-def test_the_report_knows_every_ablation():
-    assert tuple(ABLATIONS) == TABLE3_ABLATIONS
+def test_the_report_knows_every_table3_ablation():
+    assert tuple(k for k, a in ABLATIONS.items() if a.paper_rows) == TABLE3_ABLATIONS
+
+
+def test_factor_study_rows_switch_one_factor_off_each():
+    ablation = ABLATIONS["synth"]
+    rows = ablation.variants(ablation.cpu)
+    assert rows[0].data is None and ablation.cpu.backbone_init is None  # from scratch, on the setting's data
+    full = ablation.cpu.data.cfg
+    names = [f.split(".")[1] for f in ablation.fields]
+    for k, row in enumerate(rows[1:-1]):
+        off = [n for n in names if getattr(row.data.cfg, n) != getattr(full, n)]
+        assert off == [names[k]], row.key
+        assert not getattr(row.data.cfg, names[k]) or getattr(row.data.cfg, names[k]) == (0, 0)
+    none = rows[-1].data.cfg
+    assert none.natural_backdrop == 0 and none.hard_negatives_range == (0, 0)
+    assert not (none.face_appearance or none.lighting or none.camera) and none.box_convention == "wider"
+
+
+def test_rows_with_their_own_data_train_on_it_and_key_it(tmp_path):
+    toy, other = make_toy_split(tmp_path / "toy"), make_toy_split(tmp_path / "other", seed=1)
+    plan = _plan(tmp_path, toy)
+    lpts = plan.variants[1]
+    row = runner.RowData(SplitPaths.from_root(other), "other toy", {"toy": 1})
+    with_row = dataclasses.replace(plan, row_data={lpts.key: row})
+    assert with_row.data_of(lpts) == row and with_row.data_of(plan.variants[0]).train == plan.train_data
+    assert runner.run_key(with_row, lpts) != runner.run_key(plan, lpts)
+    assert runner.run_key(with_row, plan.variants[0]) == runner.run_key(plan, plan.variants[0])
+    real = dataclasses.replace(plan, real_split=EvalSplit.from_root(other, label="toy real"))
+    assert runner.run_key(real, lpts) != runner.run_key(plan, lpts)  # records with a real column are other records
+
+
+@pytest.mark.slow
+def test_runner_evaluates_every_row_on_the_real_split_and_tabulates_it(tmp_path):
+    toy, real = make_toy_split(tmp_path / "toy"), make_toy_split(tmp_path / "real", seed=3)
+    plan = dataclasses.replace(_plan(tmp_path, toy, seeds=(0,)), real_split=EvalSplit.from_root(real, label="toy real"))
+    paths = runner.run(plan, jobs=1)
+    rec = json.loads(paths[0].read_text())
+    assert rec["real"]["data"] == "toy real" and set(rec["real"]["metrics"]) == {"easy", "medium", "hard", "hard_map"}
+    assert rec["real"]["operating_point"]["score"] == 0.5
+    # the real APs are those of the real predictions the runner wrote, evaluated on their own
+    evaluated = runner.run_dir(plan, runner.seeded(plan.variants[0], 0), 0) / "real_original"
+    args = ["--gt", str(real / "ground_truth"), "--pred", str(evaluated / "predictions"), "--out", str(tmp_path / "re")]
+    assert cli_main(["widerface-eval", *args]) == 0
+    alone = json.loads((tmp_path / "re" / "results.json").read_text())
+    assert rec["real"]["metrics"]["hard"] == alone["hard"]
+    md = build(plan.out)["md"].read_text()
+    assert "| method | seeds | real easy | real medium | real hard | real mAP (hard) | easy |" in md
+    assert "p (real hard) | p (hard) |" in md and "real: AP on toy real" in md

@@ -101,6 +101,18 @@ def dev_set(resized_images: Path, sizes_json: Path, gt_dir: Path, cache: Path) -
     return EvalSplit(folder / "images", folder / "ground_truth", _label(len(sizes)))
 
 
+def development_set(dev_root: Path, cache: Path | None = None) -> EvalSplit:
+    """The development set from ``dev_root`` (``val_resized416/`` with ``original_sizes_dev.json``, and
+    ``ground_truth/``), built into ``cache`` (default: beside the SynthFace cache, ``$RETINA_CACHE/real``)."""
+    from retina.synth.splits import cache_root
+
+    resized = Path(dev_root) / "val_resized416"
+    sizes = resized / "original_sizes_dev.json"
+    if not sizes.is_file():
+        raise RetinaError(f"no development set at {dev_root} ({sizes} missing)")
+    return dev_set(resized / "images", sizes, Path(dev_root) / "ground_truth", cache or cache_root().parent / "real")
+
+
 def _label(n: int) -> str:
     return f"WIDER FACE val development set ({n} real images restored from 416 px copies to their original size)"
 

@@ -29,7 +29,9 @@ from retina.results import provenance, write_bytes, write_json, write_text
 
 METRICS = ("easy", "medium", "hard", "hard_map")  # AP, percent
 DENSE = "dense_nme"  # the dense branch's mesh NME on SynthFace (percent of sqrt(w h); lower is better), when recorded
+REAL = tuple(f"real_{m}" for m in METRICS)  # AP on a real split (the runner's --real-dev / --real-root), when recorded
 HEADERS = {"easy": "easy", "medium": "medium", "hard": "hard", "hard_map": "mAP (hard)", DENSE: "dense NME"}
+HEADERS |= {f"real_{m}": f"real {HEADERS[m]}" for m in METRICS}
 SETTINGS = ("easy", "medium", "hard")
 REQUIRED = ("ablation", "setting", "variant", "label", "order", "baseline", "seed", "metrics", "curves", "train")
 
@@ -58,7 +60,7 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per (variant, seed): variant, label, order, baseline, seed and the metrics in percent."""
     rows = [
         {"variant": r["variant"], "label": r["label"], "order": r["order"], "baseline": r["baseline"],
-         "seed": r["seed"], **{m: 100.0 * r["metrics"][m] for m in METRICS}, **_dense(r)}
+         "seed": r["seed"], **{m: 100.0 * r["metrics"][m] for m in METRICS}, **_dense(r), **_real(r)}
         for r in records
     ]  # fmt: skip
     df = pd.DataFrame(rows)
@@ -74,9 +76,16 @@ def _dense(record: dict[str, Any]) -> dict[str, float]:
     return {} if nme is None else {DENSE: 100.0 * nme}
 
 
+def _real(record: dict[str, Any]) -> dict[str, float]:
+    real = (record.get("real") or {}).get("metrics")
+    return {} if real is None else {f"real_{m}": 100.0 * real[m] for m in METRICS}
+
+
 def metrics_of(df: pd.DataFrame) -> tuple[str, ...]:
-    """The AP metrics, plus the dense NME when every record has one."""
-    return METRICS + ((DENSE,) if DENSE in df and df[DENSE].notna().all() else ())
+    """The AP metrics (after the real ones when every record has them), plus the dense NME when every record has
+    one."""
+    real = REAL if all(m in df and df[m].notna().all() for m in REAL) else ()
+    return real + METRICS + ((DENSE,) if DENSE in df and df[DENSE].notna().all() else ())
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -184,18 +193,22 @@ def markdown(records: Sequence[dict[str, Any]], summary: pd.DataFrame, df: pd.Da
               "baseline's, Welch's t-test over seeds / paired t-test over same-seed differences; a difference "
               "with p above 0.05 is not distinguishable from seed noise.", ""]  # fmt: skip
     metrics = metrics_of(df)
-    dense = DENSE in metrics
+    dense, real = DENSE in metrics, REAL[0] in metrics
     if dense:
         lines += [_DENSE_NOTE.format(**records[0]["dense"]["settings"]), ""]
-    header = ["method", "seeds", *(HEADERS[m] for m in metrics), *(f"Δ {HEADERS[m]}" for m in metrics), "p (hard)"]
-    header += ["p (dense)"] if dense else []
+    if real:
+        lines += [f"real: AP on {records[0]['real']['data']} (real images, the same protocol); p (real hard) as p "
+                  "(hard).", ""]  # fmt: skip
+    header = ["method", "seeds", *(HEADERS[m] for m in metrics), *(f"Δ {HEADERS[m]}" for m in metrics)]
+    header += ["p (real hard)"] * real + ["p (hard)"] + ["p (dense)"] * dense
     rows = []
     for _, s in summary.iterrows():
         cells = [s["label"], str(s["n"])] + [_pm(s[f"{m}_mean"], s[f"{m}_std"]) for m in metrics]
         if s["baseline"]:
-            cells += ["(baseline)"] + [""] * (len(metrics) + dense)
+            cells += ["(baseline)"] + [""] * (len(metrics) + dense + real)
         else:
             cells += [_pm(s[f"{m}_diff"], s[f"{m}_diff_std"], signed=True) for m in metrics]
+            cells += [_p(s["real_hard_p_welch"], s["real_hard_p_paired"])] if real else []
             cells.append(_p(s["hard_p_welch"], s["hard_p_paired"]))
             cells += [_p(s[f"{DENSE}_p_welch"], s[f"{DENSE}_p_paired"])] if dense else []
         rows.append(cells)
@@ -203,6 +216,8 @@ def markdown(records: Sequence[dict[str, Any]], summary: pd.DataFrame, df: pd.Da
     per_seed = [[r["label"], str(r["seed"]), *(f"{r[m]:.2f}" for m in metrics)] for _, r in df.iterrows()]
     lines += [*_md_table(["method", "seed", *(HEADERS[m] for m in metrics)], per_seed), ""]
     pair = first["paper_rows"]
+    if not pair:  # an ablation the paper does not have
+        return "\n".join(lines + _footer(records)) + "\n"
     lines += [f"## Reference: {PAPER_SOURCE} (paper numbers, not measured here, not comparable with the rows "
               "above)", ""]  # fmt: skip
     paper = paper_frame(pair)
@@ -245,9 +260,13 @@ def csv_text(records: Sequence[dict[str, Any]], summary: pd.DataFrame) -> str:
     first = records[0]
     ours = summary.assign(source="measured (this suite)", data=first["eval_data"], protocol=first["protocol"],
                           setting=first["setting"], synthetic=first["synthetic"])  # fmt: skip
-    paper = paper_frame(first["paper_rows"]).assign(source=PAPER_SOURCE, data="WIDER FACE val", synthetic=False)
+    paper = (
+        paper_frame(first["paper_rows"]).assign(source=PAPER_SOURCE, data="WIDER FACE val", synthetic=False)
+        if first["paper_rows"]
+        else pd.DataFrame()
+    )
     columns = ["source", "setting", "data", "synthetic", "protocol", "variant", "label", "n", "seeds"]
-    metrics = METRICS + ((DENSE,) if f"{DENSE}_mean" in summary else ())
+    metrics = tuple(m for m in (*REAL, *METRICS, DENSE) if f"{m}_mean" in summary)
     columns += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "diff", "diff_std", "p_welch", "p_paired")]
     table = pd.concat([ours, paper], ignore_index=True).reindex(columns=columns).astype({"n": "Int64"})
     return table.to_csv(index=False, float_format="%.4f")
