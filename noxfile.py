@@ -12,6 +12,12 @@ nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests"]
 
 
+def with_default_out(args: list[str], out: str) -> list[str]:
+    """``args`` plus ``--out out`` unless they give an ``--out`` (as ``--out DIR`` or ``--out=DIR``)."""
+    given = any(a == "--out" or a.startswith("--out=") for a in args)
+    return list(args) if given else [*args, "--out", out]
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite (what CI runs; the slowest tests' timings are printed). Extra arguments go to pytest,
@@ -36,9 +42,9 @@ def widerface_eval(session: nox.Session) -> None:
 @nox.session
 def train(session: nox.Session) -> None:
     """``retina train`` (default: mobilenet0.25, the synth-cpu recipe on SynthFace). Arguments after ``--``
-    go to ``retina train``, e.g. ``nox -s train -- --preset mobilenet0.25 --data synth --out runs/m025``."""
-    args = session.posargs or ["--out", "runs/mobilenet0.25_synthface"]
-    session.run("retina", "train", *args)
+    go to ``retina train``, e.g. ``nox -s train -- --preset mobilenet0.25 --data synth --out runs/m025``; without
+    ``--out`` the run goes to runs/mobilenet0.25_synthface."""
+    session.run("retina", "train", *with_default_out(session.posargs, "runs/mobilenet0.25_synthface"))
 
 
 @nox.session
@@ -67,8 +73,7 @@ def landmarks(session: nox.Session) -> None:
 def train_arcface(session: nox.Session) -> None:
     """Train the small ArcFace (mobilefacenet-s, recipe synth-cpu) on the SynthFace-ID train split (generated on
     first use); ``python benchmarks/embedded_arcface.py --run runs/arcface_synthface_id`` packages it."""
-    args = session.posargs or ["--out", "runs/arcface_synthface_id"]
-    session.run("retina", "train-arcface", *args)
+    session.run("retina", "train-arcface", *with_default_out(session.posargs, "runs/arcface_synthface_id"))
 
 
 @nox.session

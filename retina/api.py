@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from retina.build import build_detector
 from retina.checkpoint import load_weights, read_checkpoint
 from retina.config import DetectorCfg, PostCfg
+from retina.config import preset as get_preset
 from retina.errors import RetinaError
 from retina.images import ImageLike, load
 from retina.models.detector import Predictions
@@ -137,6 +138,19 @@ class Detector:
         model = build_detector(cfg)
         load_weights(model, state, str(path))
         return cls(model, cfg, device=device, **kwargs)
+
+    @classmethod
+    def from_file(
+        cls, path: str | os.PathLike, preset: str | None = None, device: str | torch.device = "cpu", **kwargs: Any
+    ) -> Detector:
+        """:meth:`from_onnx` for a ``.onnx`` file (CPU only), else :meth:`from_checkpoint`; ``preset``, when
+        given, must match the file's architecture."""
+        if str(path).lower().endswith(".onnx"):
+            detector = cls.from_onnx(path, device=device, **kwargs)
+            if preset is not None and get_preset(preset) != detector.cfg:
+                raise RetinaError(f"{path} holds a {detector.cfg.name!r} model, not the requested preset {preset!r}")
+            return detector
+        return cls.from_checkpoint(path, preset=preset, device=device, **kwargs)
 
     @classmethod
     def from_onnx(

@@ -31,12 +31,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "generate a SynthFace split in the WIDER FACE layouts"),
     "train": ("train", "train a detector (one process, or many under torchrun)"),
     "evaluate": ("evaluate", "run a detector on a WIDER-layout split and evaluate it (official protocol)"),
+    "compare": ("compare", "two evaluations of the same images side by side (AP, difference, paired bootstrap)"),
     "mesh-pretrain": ("mesh_pretrain", "pre-train the dense branch's mesh decoder on the morphable face space"),
     "landmarks": ("landmarks", "landmark accuracy (NME, CED) of RetinaFace and MTCNN on a split with true landmarks"),
     "verification": ("verification", "face verification by alignment source (paper table 4) on SynthFace-ID or LFW"),
     "train-arcface": ("train_arcface", "train the verification experiment's ArcFace embedder on SynthFace-ID"),
-    "report": ("report", "build the report page (figures, tables) from records, in a repository checkout"),
+    "report": ("report", "build the report page (figures, tables) from the records of results/ here or --results DIR"),
 }
+
+
+class _Help(argparse.HelpFormatter):
+    """Help that shows each option's default (unless its text already names one, or it has none)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or any(default is v for v in (None, False, argparse.SUPPRESS))
+            or "default" in text
+        ):
+            return text
+        return f"{text} (default: {str(default).replace('%', '%%')})"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,7 +79,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # Only the chosen command's module is imported (it is the first non-option argument).
     chosen = next((a for a in (argv or []) if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        p = sub.add_parser(name, help=help_text, description=help_text, formatter_class=_Help)
         if chosen == name:
             importlib.import_module(f"retina.commands.{module}").add_arguments(p)
     return parser

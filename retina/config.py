@@ -260,9 +260,22 @@ def _coerce(tp: Any, value: Any) -> Any:
         if value is None:
             return None
         return _coerce(next(a for a in typing.get_args(tp) if a is not type(None)), value)
-    if tp is float and isinstance(value, int):
-        return float(value)
+    # Numbers come back as JSON wrote them (an int stays an int, even in a float field): converting would change
+    # ``config_hash`` of a round-tripped config (``"epochs": 250`` -> ``250.0``), so a run's saved config would
+    # no longer hash as its record says.
     return value
+
+
+def config_diff(saved: Any, now: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """``(dotted field, saved value, now value)`` for every field where two configs of one class differ."""
+    out: list[tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(saved):
+        a, b = getattr(saved, f.name), getattr(now, f.name)
+        if dataclasses.is_dataclass(a) and type(a) is type(b):
+            out += config_diff(a, b, f"{prefix}{f.name}.")
+        elif a != b:
+            out.append((f"{prefix}{f.name}", a, b))
+    return out
 
 
 def to_json(cfg: Any) -> str:

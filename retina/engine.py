@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from retina.build import build_detector
 from retina.checkpoint import load_pretrained_backbone, load_weights, read_checkpoint, save_checkpoint
-from retina.config import DetectorCfg, TrainCfg, config_hash, from_dict, to_dict
+from retina.config import DetectorCfg, TrainCfg, config_diff, config_hash, from_dict, to_dict
 from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, collate, data_fingerprint, iterations_for
 from retina.dense.pixel import pixel_loss, select_faces
 from retina.errors import RetinaError
@@ -73,6 +73,7 @@ class RunSpec:
     channels_last: bool = True  # on CUDA only (slower on CPU in our measurements)
     resume: bool = False
     pretrained_backbone: Path | None = None
+    init_weights: Path | None = None  # a checkpoint of the same architecture: a new run starts from all its weights
     stop_after: int | None = None  # leave after this iteration, resumable (tests of interruption)
     progress: bool = True
     data_label: str = "unspecified"  # what the data is, for the records (e.g. "SynthFace train (synthetic)")
@@ -135,6 +136,7 @@ class _Saved:
     state: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     history: History
+    starting_weights: dict[str, Any] | None  # what the run started from (None: a run from before this record)
 
 
 @dataclass(frozen=True)
@@ -226,15 +228,37 @@ def _resume_point(ctx: _Context) -> _Saved | None:
     _check_same(ctx.last, "training recipe", from_dict(TrainCfg, extra["train_cfg"]), ctx.train_cfg)
     _check_same_data(ctx, extra.get("data_fingerprint"))
     history = extra.get("history") or {"invocations": [], "saves": []}  # none in runs from before the records
-    return _Saved(int(extra["iteration"]), state, extra["optimizer"], history)
+    starting = payload.get("provenance", {}).get("starting_weights")
+    _check_same_start(ctx, starting)
+    return _Saved(int(extra["iteration"]), state, extra["optimizer"], history, starting)
 
 
 def _check_same(last: Path, what: str, saved: Any, now: Any) -> None:
-    if saved != now:
+    """Refuse to resume with other settings, naming each field that differs (the run's value, then now)."""
+    fields = config_diff(saved, now) if type(saved) is type(now) else [("config", saved, now)]
+    if fields:
+        named = "; ".join(f"{name} {a!r} in the run, {b!r} now" for name, a, b in fields)
         raise RetinaError(
-            f"{last} was written with other settings ({what} {config_hash(saved)}, now {config_hash(now)}); "
-            "cannot resume it with these"
+            f"{last} was written with other settings ({what} {config_hash(saved)}, now {config_hash(now)}): "
+            f"{named}; cannot resume it with these"
         )
+
+
+def _starting_weights(run: RunSpec) -> dict[str, Any]:
+    """The files a new run starts from, by name and sha256 (None: not used), for its records."""
+    return {"pretrained_backbone": file_id(run.pretrained_backbone), "init_weights": file_id(run.init_weights)}
+
+
+def _check_same_start(ctx: _Context, saved: dict[str, Any] | None) -> None:
+    """A starting-weights flag given on resume must name the file the run started from."""
+    now = _starting_weights(ctx.run)
+    for flag, name in (("--pretrained-backbone", "pretrained_backbone"), ("--init-weights", "init_weights")):
+        if now[name] is not None and (saved is None or saved.get(name) != now[name]):
+            started = (saved or {}).get(name)
+            raise RetinaError(
+                f"{ctx.last}: the run started from {started['file'] if started else 'no such file'}, not "
+                f"{flag} {now[name]['file']}; resume without {flag}"
+            )
 
 
 def _check_same_data(ctx: _Context, saved: dict[str, str] | None) -> None:
@@ -274,11 +298,16 @@ def _session(ctx: _Context, saved: _Saved | None) -> _Session:
     if ctx.run.pretrained_backbone is not None:
         load_pretrained_backbone(model, ctx.run.pretrained_backbone)
     _prepare_decoder(ctx, model)
+    if ctx.run.init_weights is not None and saved is None:
+        _load_init_weights(model, ctx.model_cfg, ctx.run.init_weights)
     trained = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if saved is not None:
         load_weights(model, saved.state, str(ctx.last))
         optimizer.load_state_dict(saved.optimizer)
+        if ctx.dist.main:
+            it, end = saved.iteration, ctx.total
+            print(f"resuming {ctx.out} at iteration {it}/{end} (epoch {ctx.epochs(it):.4g}/{ctx.epochs(end):.4g})")
     elif ctx.run.resume and ctx.dist.main:
         print(f"no checkpoint in {ctx.out}: starting from scratch")
     start = saved.iteration if saved is not None else 0
@@ -288,7 +317,18 @@ def _session(ctx: _Context, saved: _Saved | None) -> _Session:
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (ctx.cuda and ctx.run.amp) else contextlib.nullcontext()
     _trim_metrics(ctx, start)
     history = _open_history(ctx, saved, start)
-    return _Session(ctx, model, net, optimizer, _loader(ctx, start), priors, autocast, start, _meta(ctx), history)
+    meta = _meta(ctx, saved.starting_weights if saved is not None else _starting_weights(ctx.run))
+    return _Session(ctx, model, net, optimizer, _loader(ctx, start), priors, autocast, start, meta, history)
+
+
+def _load_init_weights(model: nn.Module, model_cfg: DetectorCfg, path: Path) -> None:
+    """All weights of a checkpoint of the same architecture (ours or biubug6's): a fine-tuning run's start."""
+    cfg, state, _ = read_checkpoint(path)
+    fields = config_diff(cfg, model_cfg)
+    if fields:
+        named = "; ".join(f"{name} {a!r} in the file, {b!r} here" for name, a, b in fields if name != "name")
+        raise RetinaError(f"--init-weights {path}: another architecture ({cfg.name}, not {model_cfg.name}): {named}")
+    load_weights(model, state, str(path))
 
 
 def _prepare_decoder(ctx: _Context, model: nn.Module) -> None:
@@ -332,6 +372,7 @@ def _place(ctx: _Context, model: nn.Module, optimizer: torch.optim.Optimizer) ->
                 group_state[k] = v.to(ctx.device)
     if ctx.dist.world == 1:
         return model
+    _match_grad_layout(model)
     net: nn.Module = model
     if ctx.cuda and not ctx.train_cfg.freeze_bn:  # batch statistics over the global batch (CUDA only in torch)
         net = nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -345,6 +386,16 @@ def _place(ctx: _Context, model: nn.Module, optimizer: torch.optim.Optimizer) ->
     return nn.parallel.DistributedDataParallel(
         net, device_ids=[ctx.device.index] if ctx.cuda else None, find_unused_parameters=unused
     )
+
+
+def _match_grad_layout(model: nn.Module) -> None:
+    """Give each 4-d parameter whose two layouts coincide (contiguous and channels-last differ only in the stride
+    of a size-1 dimension: 1x1 and depthwise conv weights) the channels-last strides, as conv backward returns
+    their gradients for the channels-last activations of training (``retina.preprocess.normalize``). DDP compares
+    strides literally and else warns "Grad strides do not match bucket view strides". The memory is the same."""
+    for p in model.parameters():
+        if p.dim() == 4 and p.is_contiguous() and p.is_contiguous(memory_format=torch.channels_last):
+            p.data = torch.empty_like(p.data, memory_format=torch.channels_last).copy_(p.data)
 
 
 def _loader(ctx: _Context, start: int) -> DataLoader:
@@ -371,7 +422,7 @@ def _trim_metrics(ctx: _Context, start: int) -> None:
         write_text(ctx.metrics_path, "".join(line + "\n" for line in lines))
 
 
-def _meta(ctx: _Context) -> dict[str, Any]:
+def _meta(ctx: _Context, starting_weights: dict[str, Any] | None) -> dict[str, Any]:
     """What the run is, for every checkpoint's provenance and the train record."""
     run = ctx.run
     data = {"label": run.data_label, "images": str(run.data.images), "labels": str(run.data.labels)}
@@ -383,6 +434,7 @@ def _meta(ctx: _Context) -> dict[str, Any]:
         "data": {**data, "fingerprint": ctx.fingerprint, "warnings": ctx.dataset.warnings},
         "world_size": ctx.dist.world,
         "device": str(ctx.device),
+        "starting_weights": starting_weights,
         **({"mesh_decoder_init": file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
     }
 
@@ -412,6 +464,7 @@ def _loop(s: _Session, loss_fn: LossFn) -> tuple[int, dict[str, torch.Tensor]]:
     meter = _Throughput()
     done, saved = s.start, (s.start if s.start else None)
     parts: dict[str, torch.Tensor] = {}
+    logged = "no metrics logged yet"
     for iteration, batch in enumerate(s.loader, start=s.start):
         cfg = ctx.train_cfg
         lr = learning_rate(
@@ -422,12 +475,15 @@ def _loop(s: _Session, loss_fn: LossFn) -> tuple[int, dict[str, torch.Tensor]]:
         meter.seen += ctx.train_cfg.batch_size
         done = iteration + 1
         if done % run.log_every == 0 or done == ctx.total:
-            _log(s, done, lr, parts, counts, meter, bar)
+            logged = _log(s, done, lr, parts, counts, meter, bar)
             meter.reset()
         bar.update(1)
         if done % run.checkpoint_every == 0 or done == ctx.total:
             if ctx.dist.main:
                 _save(s, "last.pth", done)
+                if not shown:  # without a bar, one line per checkpoint says how far the run is
+                    where = f"iteration {done}/{ctx.total} (epoch {ctx.epochs(done):.4g})"
+                    print(f"{where}: checkpoint {ctx.last}; {logged}", flush=True)
             saved = done
         if run.stop_after is not None and done >= run.stop_after:
             break
@@ -503,8 +559,9 @@ def _log(
     counts: torch.Tensor,
     meter: _Throughput,
     bar: tqdm,
-) -> None:
-    """Append one metrics line (losses averaged over processes) on rank 0 and show it on the bar."""
+) -> str:
+    """Append one metrics line (losses averaged over processes) on rank 0 and show it on the bar; returns it
+    in words (loss, images per second)."""
     ctx = s.ctx
     logged = _all_reduce(torch.stack([v.detach().float() for v in parts.values()]), ctx.dist)
     averaged = dict(zip(parts, logged, strict=True))
@@ -518,6 +575,7 @@ def _log(
         with ctx.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         bar.set_postfix(loss=f"{record['loss']:.3f}", img_s=f"{record['images_per_s']:.1f}")
+    return f"loss {record['loss']:.4f} at iteration {done}, {record['images_per_s']:.1f} images/s"
 
 
 # --- records -----------------------------------------------------------------------------------------

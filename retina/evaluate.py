@@ -2,11 +2,17 @@
 
 Used by ``retina evaluate`` / ``nox -s widerface_eval``, the CI regression test and the ablation runner.
 A split is an images folder (``<event>/<image>.jpg``) plus the official ground-truth ``.mat`` files.
+
+An evaluation's folder records what was evaluated (``evaluation_key``: weights file and sha256, data, test
+protocol, post-processing, IoU, arithmetic, subset); :func:`default_out` names a folder after the same things,
+so that evaluating another model or other settings never lands in the folder of an earlier evaluation.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,9 +27,13 @@ from retina.config import PostCfg, config_hash, to_dict
 from retina.data.widerface import GroundTruth, Submission, load_ground_truth, write_predictions
 from retina.errors import RetinaError
 from retina.eval.report import write_results
+from retina.eval.subset import Subset, from_keys, names_sha256
 from retina.eval.widerface import EvalResult, evaluate
-from retina.images import IMAGE_SUFFIXES, find_image, read_image
+from retina.images import IMAGE_SUFFIXES, find_image, is_image_file, read_image
 from retina.protocols import protocol as get_protocol
+from retina.results import file_id, file_sha256, staged_folder
+
+GROUND_TRUTH_FOLDERS = ("ground_truth", "eval_tools/ground_truth", "wider_face_split")
 
 
 @dataclass(frozen=True)
@@ -45,12 +55,69 @@ class EvalSplit:
         images = next((p for p in (root / "WIDER_val" / "images", root / "images") if p.is_dir()), None)
         if images is None:
             raise RetinaError(f"{root}: no WIDER_val/images or images folder")
-        candidates = [Path(gt)] if gt else [root / "ground_truth", root / "eval_tools" / "ground_truth",
-                                            root / "wider_face_split"]  # fmt: skip
-        gt_dir = next((p for p in candidates if (p / "wider_face_val.mat").is_file()), None)
-        if gt_dir is None:
-            raise RetinaError(f"no wider_face_val.mat in {', '.join(map(str, candidates))} (pass --gt DIR)")
-        return EvalSplit(images, gt_dir, label or f"WIDER-layout split {root}")
+        return EvalSplit(images, find_ground_truth(gt or root), label or f"WIDER-layout split {root}")
+
+
+def find_ground_truth(folder: str | os.PathLike) -> Path:
+    """The folder holding ``wider_face_val.mat``: ``folder`` itself, or its ``ground_truth``,
+    ``eval_tools/ground_truth`` or ``wider_face_split`` (a WIDER FACE root or eval_tools folder)."""
+    folder = Path(folder)
+    candidates = [folder, *(folder / sub for sub in GROUND_TRUTH_FOLDERS)]
+    found = next((p for p in candidates if (p / "wider_face_val.mat").is_file()), None)
+    if found is None:
+        raise RetinaError(
+            f"ground truth file not found: no wider_face_val.mat in {', '.join(map(str, candidates))} (pass --gt DIR)"
+        )
+    return found
+
+
+def present_images(images: Path, gt: GroundTruth) -> Subset:
+    """The subset of ``gt``'s images that have an image file under ``images`` (``<event>/<stem>.<suffix>``)."""
+    found = set()
+    for event in gt.events:
+        folder = images / event
+        if folder.is_dir():
+            found |= {(event, p.stem) for p in folder.iterdir() if is_image_file(p)}
+    keys = [key for key in gt.images if key in found]
+    if not keys:
+        raise RetinaError(f"none of the {len(gt.images)} ground-truth images is under {images}")
+    return from_keys(keys, gt, f"the images present under {images}")
+
+
+def evaluation_key(
+    weights: Path, data: str, protocol: str, post: PostCfg, iou: float, arithmetic: str, subset: Subset | None
+) -> dict[str, Any]:
+    """What an evaluation folder holds the results of (recorded in its ``results.json``), as JSON data."""
+    key = {"weights": file_id(weights), "data": data, "protocol": protocol, "post": to_dict(post), "iou": iou,
+           "arithmetic": arithmetic, "subset": subset.sha256 if subset else None}  # fmt: skip
+    return json.loads(json.dumps(key))
+
+
+def default_out(
+    data: str,
+    protocol: str,
+    weights: Path | None,
+    post: PostCfg,
+    iou: float,
+    arithmetic: str,
+    subset: Subset | None,
+) -> Path:
+    """``results/widerface_eval/<data>_<protocol>[_<weights>-<sha256[:8]>][_<settings>][_subset<N>-<sha[:8]>]``:
+    the weights part unless they are the committed ones (``weights`` None), settings only where not default."""
+    parts = [data, protocol]
+    if weights is not None:
+        parts.append(f"{weights.stem}-{file_sha256(weights)[:8]}")
+    default = PostCfg()
+    names = {"score_threshold": "score", "nms_iou": "nms", "pre_nms_top_k": "topk", "max_detections": "maxdet",
+             "nms_pixel_offset": "nmsoffset"}  # fmt: skip
+    for field, name in names.items():
+        value = getattr(post, field)
+        if value != getattr(default, field):
+            parts.append(f"{name}{'all' if value is None else f'{value:g}'}")
+    parts += [f"iou{iou:g}"] if iou != 0.5 else []
+    parts += [arithmetic] if arithmetic != "matlab" else []
+    parts += [f"subset{len(subset.images)}-{subset.sha256[:8]}"] if subset else []
+    return Path("results") / "widerface_eval" / re.sub(r"[^A-Za-z0-9.+-]+", "_", "_".join(parts))
 
 
 def image_path(images: Path, event: str, stem: str) -> Path:
@@ -58,7 +125,10 @@ def image_path(images: Path, event: str, stem: str) -> Path:
     path = find_image(images / event, stem)
     if path is None:
         suffixes = "/".join(sorted(s[1:] for s in IMAGE_SUFFIXES))
-        raise RetinaError(f"image {event}/{stem}.({suffixes}) of the ground truth not found under {images}")
+        raise RetinaError(
+            f"image {event}/{stem}.({suffixes}) of the ground truth not found under {images} "
+            "(--subset images evaluates the images present, as a subset)"
+        )
     return path
 
 
@@ -116,18 +186,25 @@ def evaluate_detector(
     *,
     progress: bool = True,
     arithmetic: str = "matlab",
+    gt: GroundTruth | None = None,
+    subset: Subset | None = None,
+    key: dict[str, Any] | None = None,
     **extra: Any,
 ) -> tuple[EvalResult, dict[str, Path]]:
     """Predict, write the submission under ``out_dir/predictions`` and the evaluation results in ``out_dir``.
 
     ``arithmetic``: that of ``retina.eval.widerface.evaluate`` ('matlab' or 'float64'). The network batch is
-    ``detector.batch_size``.
+    ``detector.batch_size``. ``gt``: the split's ground truth when the caller has read it; ``subset``: evaluate
+    these images only (recorded as a subset); ``key``: :func:`evaluation_key`, recorded. The predictions
+    folder is replaced as a whole when complete (no file of an earlier evaluation is left in it).
     """
     out_dir = Path(out_dir)
     post = post or detector.post
-    gt = load_ground_truth(split.gt)
+    gt = gt or load_ground_truth(split.gt)
+    gt = subset.restrict(gt) if subset else gt
     t0 = time.perf_counter()
-    predictions = predict_split(detector, split, gt, out_dir / "predictions", protocol, post, progress)
+    with staged_folder(out_dir / "predictions") as staging:
+        predictions = predict_split(detector, split, gt, staging, protocol, post, progress)
     seconds = time.perf_counter() - t0
     result = evaluate(predictions, gt, iou, arithmetic=arithmetic)
     record = {
@@ -141,4 +218,6 @@ def evaluate_detector(
         "detect_seconds": seconds,
         **extra,
     }
-    return result, write_results(out_dir, result, out_dir / "predictions", split.gt, **record)
+    sections = {"images_sha256": names_sha256(gt.images), **({"subset": subset.record()} if subset else {}),
+                **({"evaluation_key": key} if key else {})}  # fmt: skip
+    return result, write_results(out_dir, result, out_dir / "predictions", split.gt, sections=sections, **record)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import importlib.metadata
 import json
 import os
 import platform
@@ -46,15 +47,35 @@ def git_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+# module -> the distributions that install it (the first one installed is reported)
+DISTRIBUTIONS: dict[str, tuple[str, ...]] = {
+    "retina": ("retina",),
+    "torch": ("torch",),
+    "torchvision": ("torchvision",),
+    "numpy": ("numpy",),
+    "scipy": ("scipy",),
+    "cv2": ("opencv-python-headless", "opencv-python", "opencv-contrib-python", "opencv-contrib-python-headless"),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+}
+
+
 def versions() -> dict[str, str | None]:
-    """Versions of the packages whose behaviour can change a number."""
+    """Versions of the packages whose behaviour can change a number: the installed distribution's, whether or not
+    the module is imported yet (else an imported module's ``__version__``); None when not installed."""
     out: dict[str, str | None] = {"python": platform.python_version()}
-    for name in ("retina", "torch", "torchvision", "numpy", "scipy", "cv2", "onnxruntime"):
+    for name, distributions in DISTRIBUTIONS.items():
         module = sys.modules.get(name)
-        if module is None and name in ("retina", "numpy"):
-            module = __import__(name)
-        out[name] = getattr(module, "__version__", None) if module is not None else None
+        out[name] = _installed_version(distributions) or getattr(module, "__version__", None)
     return out
+
+
+def _installed_version(distributions: tuple[str, ...]) -> str | None:
+    for dist in distributions:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 def machine() -> dict[str, Any]:

@@ -9,6 +9,7 @@ as a subprocess, to show that no traceback or library warning escapes end to end
 from __future__ import annotations
 
 import argparse
+import json
 import pickle
 import re
 import subprocess
@@ -23,7 +24,7 @@ import torch
 
 from retina.cli import main
 from retina.data.widerface import SETTINGS, GroundTruth, write_ground_truth, write_predictions
-from retina.weights import DEFAULT_WEIGHTS
+from retina.weights import DEFAULT_EMBEDDER, DEFAULT_WEIGHTS
 from tests.toy_faces import make_toy_split
 
 
@@ -41,7 +42,7 @@ class Case:
 
 
 DETECT = "detect {image} --weights {weights} --out {out}"
-EVAL_ROOT = "evaluate --out {out} --no-progress --data-root"
+EVAL_ROOT = "evaluate --weights {weights} --out {out} --no-progress --data-root"
 EVALUATE = EVAL_ROOT + " {toy}"
 EXPORT = "export-onnx --weights {weights} --out {out}/m.onnx"
 SYNTH = "synth --out {out}/synth --split val --images 1"
@@ -49,7 +50,8 @@ WIDER = "widerface-eval --gt {gt} --pred {preds}"
 TRAIN = "train --out {out}/t --data-root {toy}"
 TRAIN_ON = "train --out {{out}}/t --data-root {split} --no-progress"
 MESH = "mesh-pretrain --out {out}/m"
-VERIFY = "verification --synth-preset tiny --no-progress --out {out}/v"
+VERIFY = "verification --synth-preset tiny --no-progress --out {out}/v --weights {weights} --embedder {embedder}"
+MTCNN_TOP_K = "detect {image} --model mtcnn --weights {empty} --top-k 5 --out {out}"
 
 CASES = [
     # the command line itself
@@ -90,12 +92,10 @@ CASES = [
     Case("eval weights text", EVALUATE + " --weights {w_text}", "not a PyTorch weights file"),
     Case("eval no images folder", EVAL_ROOT + " {empty}", "no WIDER_val/images or images folder"),
     Case("eval no ground truth", EVAL_ROOT + " {no_gt}", "no wider_face_val.mat in"),
-    Case(
-        "eval image missing", "evaluate --data-root {toy_missing} --out {out} --no-progress", "0--Toy/toy_1.(bmp/jpeg"
-    ),
+    Case("eval image missing", EVAL_ROOT + " {toy_missing}", "0--Toy/toy_1.(bmp/jpeg"),
     Case(
         "eval image twice",
-        "evaluate --data-root {toy_twice} --out {out} --no-progress",
+        EVAL_ROOT + " {toy_twice}",
         "several image files for 'toy_0'",
     ),
     # retina export-onnx
@@ -148,7 +148,7 @@ CASES = [
     Case("verify MTCNN folder missing", VERIFY + " --mtcnn-weights {tmp}/none", "MTCNN weights folder not found"),
     Case("verify LFW pairs alone", VERIFY + " --lfw-pairs {text_jpg}", "--lfw-pairs and --lfw-images go together"),
     # retina report
-    Case("report --out with --publish", "report --publish --out {out}/r", "--out does not apply to --publish"),
+    Case("report --out with --publish", "report --publish --out {out}/r", "--out and --results do not apply"),
     # retina widerface-eval: the WIDER FACE readers
     Case("pred not a number", WIDER.replace("{preds}", "{p_word}"), "a1.txt:3: not a list of numbers: '0 0 9 nine"),
     Case("pred box count", WIDER.replace("{preds}", "{p_count}"), "a1.txt:2: declares 2 boxes but 1 box lines"),
@@ -158,7 +158,45 @@ CASES = [
     Case("pred file missing", WIDER.replace("{preds}", "{p_missing}"), "missing for 1 of 2 images, e.g. 0--A/a2.txt"),
     Case("pred folder missing", WIDER.replace("{preds}", "{tmp}/none"), "prediction folder not found"),
     Case("ground truth missing", "widerface-eval --gt {empty} --pred {p_word}", "ground truth file not found"),
+    # issue 22: subsets, output folders, ONNX weights, limits, bootstrap, comparisons, fine-tuning, the report
+    Case("eval subset unknown image", EVALUATE + " --subset {s_unknown}", "s_unknown.txt:2: '0--Toy/nope' is not an"),
+    Case("eval subset listed twice", EVALUATE + " --subset {s_twice}", "s_twice.txt:3: '0--Toy/toy_0.jpg' is listed"),
+    Case("eval subset empty", EVALUATE + " --subset {s_empty}", "s_empty.txt: no images listed"),
+    Case("eval subset missing", EVALUATE + " --subset {tmp}/none.txt", "subset file not found"),
+    Case("eval out of another", EVAL_ROOT + " {toy} --out {other_eval}", "holds the results of another evaluation"),
+    Case("eval top-k 0", EVALUATE + " --top-k 0", "--top-k: expected an integer >= 1 or 'all', got '0'"),
+    Case("eval max detections x", EVALUATE + " --max-detections x", "--max-detections: expected an integer >= 1"),
+    Case("eval ONNX not a model", EVALUATE + " --weights {text_onnx}", "cannot load ONNX model"),
+    Case("detect ONNX not a model", "detect {image} --weights {text_onnx} --out {out}", "cannot load ONNX model"),
+    Case("detect top-k with mtcnn", MTCNN_TOP_K, "--top-k: RetinaFace options"),
+    Case("wider subset unknown", WIDER.replace("{preds}", "{p_missing}") + " --subset {s_wider}", "'0--A/a3' is not"),
+    Case("wider bootstrap 0", WIDER.replace("{preds}", "{p_missing}") + " --bootstrap 0", "--bootstrap: expected an"),
+    Case("compare no results", "compare {empty} {empty}", "no results.json (give an evaluation folder"),
+    Case("compare other images", "compare {other_eval} {c_other}", "the evaluations are of other images"),
+    Case("compare other IoU", "compare {other_eval} {c_iou}", "the evaluations differ in iou (0.5 vs 0.7)"),
+    Case("train init other preset", TRAIN + " --init-weights {weights} --preset resnet50", "another architecture"),
+    Case("train init and backbone", TRAIN + " --init-weights {weights} --pretrained-backbone {w_text}", "not allowed"),
+    Case("train init missing", TRAIN + " --init-weights {tmp}/none.pth", "weights file not found"),
+    Case("report results missing", "report --results {tmp}/none", "--results"),
 ]
+
+
+def _workflow(root: Path) -> dict[str, Path]:
+    """Subset lists, an ONNX file that is not one, and evaluation folders of other settings (issue 22)."""
+    out = {}
+    for name, text in {"s_unknown": "0--Toy/toy_0\n0--Toy/nope\n", "s_twice": "0--Toy/toy_0\n\n0--Toy/toy_0.jpg\n",
+                       "s_empty": "\n# nothing\n", "s_wider": "0--A/a3\n"}.items():  # fmt: skip
+        out[name] = root / f"{name}.txt"
+        out[name].write_text(text)
+    out["text_onnx"] = root / "model.onnx"
+    out["text_onnx"].write_text("not a model\n")
+    base = {"easy": 0.5, "medium": 0.5, "hard": 0.5, "iou": 0.5, "arithmetic": "matlab", "counts": {"images": 2},
+            "predictions": "P", "ground_truth": "G", "images_sha256": "a", "evaluation_key": {}}  # fmt: skip
+    for name, change in {"other_eval": {}, "c_other": {"images_sha256": "b"}, "c_iou": {"iou": 0.7}}.items():
+        out[name] = root / name
+        out[name].mkdir()
+        (out[name] / "results.json").write_text(json.dumps({**base, **change}))
+    return out
 
 
 def _weights_files(root: Path) -> dict[str, Path]:
@@ -255,8 +293,9 @@ def paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     text_jpg.write_text("not an image\n")
     (root / "empty").mkdir()
     found = {"tmp": root, "image": image, "text_jpg": text_jpg, "empty": root / "empty", "out": root / "out"}
-    found |= {"weights": DEFAULT_WEIGHTS} | _weights_files(root) | _widerface(root) | _splits(root)
-    found |= _labels(root)
+    found |= {"weights": DEFAULT_WEIGHTS, "embedder": DEFAULT_EMBEDDER}
+    found |= _weights_files(root) | _widerface(root) | _splits(root)
+    found |= _labels(root) | _workflow(root)
     (root / "mesh_run").mkdir()
     (root / "mesh_run" / "record.json").write_text("{}")
     found["mesh_run"] = root / "mesh_run"
@@ -327,9 +366,11 @@ def test_no_traceback_end_to_end(name: str, paths: dict[str, str]) -> None:
 
 def test_the_table_is_long_enough() -> None:
     assert len(CASES) >= 25 and len({c.name for c in CASES}) == len(CASES)
+    readme = " ".join((Path(__file__).resolve().parent.parent / "README.md").read_text().split())
+    assert f"({len(CASES)} cases, every command" in readme  # the README counts this table
     commands = {c.argv.split()[0] for c in CASES if c.argv}
-    assert commands == {"detect", "detekt", "evaluate", "export-onnx", "synth", "train", "widerface-eval",
-                        "mesh-pretrain", "verification", "report"}  # fmt: skip
+    assert commands == {"compare", "detect", "detekt", "evaluate", "export-onnx", "mesh-pretrain", "report",
+                        "synth", "train", "verification", "widerface-eval"}  # fmt: skip
 
 
 def test_shared_argument_types() -> None:

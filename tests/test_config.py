@@ -60,3 +60,46 @@ def test_validation_fails_early():
         preset("resnet18")
     with pytest.raises(ValueError, match="unknown DetectorCfg keys"):
         from_dict(DetectorCfg, {**to_dict(preset("resnet50")), "typo": 1})
+
+
+def _all_presets() -> list[tuple[str, object]]:
+    from retina.config import TRAIN_PRESETS
+    from retina.mesh.pretrain import PRETRAIN_PRESETS
+    from retina.models.face_embed import EMBED_PRESETS
+    from retina.recognition.train import TRAIN_ID_PRESETS
+
+    groups = {"model": PRESETS, "train": TRAIN_PRESETS, "embed": EMBED_PRESETS, "train_id": TRAIN_ID_PRESETS,
+              "pretrain": PRETRAIN_PRESETS}  # fmt: skip
+    return [(f"{group}:{name}", cfg) for group, presets in groups.items() for name, cfg in presets.items()]
+
+
+@pytest.mark.parametrize("name,cfg", _all_presets(), ids=[n for n, _ in _all_presets()])
+def test_every_preset_and_recipe_round_trips_exactly(name, cfg):
+    """Issue 22 item 6: ``epochs=250`` came back as 250.0, so a run's saved recipe hashed unlike its record."""
+    again = from_dict(type(cfg), to_dict(cfg))
+    assert again == cfg
+    assert to_json(again) == to_json(cfg) and config_hash(again) == config_hash(cfg)
+
+
+def test_committed_records_hash_as_their_configs_read_back():
+    """The hashes written in the committed records are those of the configs they hold, read back."""
+    import json
+
+    from retina.config import TrainCfg
+    from tests.conftest import REPO_ROOT
+
+    records = [json.loads((REPO_ROOT / "retina" / "weights" / "mobilenet0.25_synthface.json").read_text())["train"]]
+    records += [json.loads(p.read_text()) for p in sorted((REPO_ROOT / "reports" / "records").rglob("*__seed0.json"))]
+    assert len(records) >= 4
+    for record in records:
+        assert config_hash(from_dict(TrainCfg, record["train_cfg"])) == record["train_cfg_hash"]
+        assert config_hash(from_dict(DetectorCfg, record["model_cfg"])) == record["model_cfg_hash"]
+
+
+def test_config_diff_names_every_differing_field():
+    from retina.config import config_diff, train_preset
+
+    a = train_preset("biubug6")
+    b = dataclasses.replace(a, lr=0.5, loss=dataclasses.replace(a.loss, w_box=1.0))
+    assert config_diff(a, b) == [("lr", 1e-3, 0.5), ("loss.w_box", 2.0, 1.0)]
+    assert config_diff(a, dataclasses.replace(a, epochs=250.0)) == []  # equal numbers are equal settings

@@ -14,7 +14,9 @@ def test_degenerate_faces_are_counted_and_named(tmp_path):
     data = FaceDataset(SplitPaths(tmp_path / "images", labels), AugmentCfg(image_size=64), seed=0)
     assert [len(e.boxes) for e in data.entries] == [2, 2]  # kept as written
     negative, dropped = data.warnings
-    assert f"{labels}: 1 face line(s) of negative width or height" in negative and "line 3 (-3 x 4)" in negative
+    # issue 22: the zero-height face of line 5 is named by its line too
+    assert f"{labels}: 2 face line(s) of zero or negative width or height" in negative
+    assert "line 3 (-3 x 4), line 5 (6 x 0)" in negative
     assert dropped == f"{labels}: 2 of 4 faces have zero or negative width or height; they are not trained on"
     kept = to_sample(np.zeros((20, 20, 3), np.uint8), data.entries[0])
     np.testing.assert_array_equal(kept.boxes, [[1, 2, 11, 14]])  # x y w h -> x0 y0 x1 y1, the -3 wide face gone

@@ -95,6 +95,8 @@ def _one_and_two_processes(toy, tmp_path, iterations: int, *extra: str) -> None:
     two = subprocess.run([*launcher, "--out", str(tmp_path / "two"), *common], env=env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert two.returncode == 0, two.stderr[-3000:]
+    # issue 22: one summary (rank 0), and no DDP gradient-layout warning (retina.engine._match_grad_layout)
+    assert two.stdout.count("done:") == 1 and "Grad strides do not match" not in two.stderr, two.stderr[-3000:]
 
 
 @pytest.mark.slow

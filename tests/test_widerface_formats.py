@@ -251,7 +251,7 @@ def test_label_lines_of_negative_size_are_counted(tmp_path: Path) -> None:
     images = read_retinaface_labels(path, warnings)
     assert [len(im.boxes) for im in images] == [2, 4]  # kept as written
     assert warnings == [
-        f"{path}: 5 face line(s) of negative width or height, kept as written: "
+        f"{path}: 5 face line(s) of zero or negative width or height, kept as written: "
         "line 3 (-2 x 4), line 5 (5 x -1), line 6 (5 x -2) and 2 more"
     ]
     np.testing.assert_array_equal(read_retinaface_labels(path)[1].boxes[:, 3], [-1, -2, -3, -4])  # list optional

@@ -7,10 +7,14 @@ Use them as ``type=`` of ``add_argument``; a bad value makes argparse print
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from retina.config import PostCfg
 
 
 def _parse(text: str, kind: type, expected: str, ok: Callable[[float], bool]) -> Any:
@@ -52,6 +56,13 @@ def positive_float(text: str) -> float:
 def non_negative_float(text: str) -> float:
     """A finite number >= 0: loss weights."""
     return _parse(text, float, "a finite number >= 0", lambda v: v >= 0.0)
+
+
+def count_or_all(text: str) -> int | None:
+    """An integer >= 1, or ``all`` (None: no limit), e.g. ``--top-k``."""
+    if text.strip().lower() == "all":
+        return None
+    return _parse(text, int, "an integer >= 1 or 'all'", lambda v: v >= 1)
 
 
 def int_in_range(low: int, high: int) -> Callable[[str], int]:
@@ -113,4 +124,43 @@ def add_arithmetic(parser: argparse.ArgumentParser) -> None:
         default="matlab",
         help="'matlab' (default): exactly what the official MATLAB code computes; 'float64': the protocol in "
         "float64 (real IoU; the only one in which --iou other than 0.5 changes anything)",
+    )
+
+
+def default_file(given: Path | None, default: Path, flag: str = "--weights", what: str = "checkpoint") -> Path:
+    """``given``, else ``default`` with a one-line note on stderr: the committed files are trained on synthetic
+    faces, which a user evaluating real photos must know."""
+    if given is not None:
+        return given
+    print(
+        f"note: no {flag} given: using the committed {what} {default.name} (trained on synthetic faces)",
+        file=sys.stderr,
+    )
+    return default
+
+
+def add_limits(parser: argparse.ArgumentParser) -> None:
+    """``--top-k`` and ``--max-detections`` (``detect``, ``evaluate``): absent from the namespace unless given."""
+    default = PostCfg()
+    parser.add_argument(
+        "--top-k",
+        type=count_or_all,
+        default=argparse.SUPPRESS,
+        metavar="N|all",
+        help=f"candidates kept per image before NMS, or 'all' (default {default.pre_nms_top_k})",
+    )
+    parser.add_argument(
+        "--max-detections",
+        type=count_or_all,
+        default=argparse.SUPPRESS,
+        metavar="N|all",
+        help=f"faces kept per image after NMS, or 'all' (default {default.max_detections})",
+    )
+
+
+def limits(args: argparse.Namespace, post: PostCfg) -> PostCfg:
+    """``post`` with the ``--top-k`` and ``--max-detections`` given (see :func:`add_limits`)."""
+    given = {"pre_nms_top_k": "top_k", "max_detections": "max_detections"}
+    return dataclasses.replace(
+        post, **{field: getattr(args, name) for field, name in given.items() if hasattr(args, name)}
     )

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from retina.commands.args import device, fraction, iou_threshold, output_dir
-from retina.config import PRESETS
+from retina.commands.args import add_limits, default_file, device, fraction, iou_threshold, limits, output_dir
+from retina.config import PRESETS, PostCfg
 from retina.errors import RetinaError
 from retina.images import IMAGE_SUFFIXES, is_image_file, read_image
 from retina.protocols import PROTOCOLS
@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--weights",
         type=Path,
         default=None,
-        help="retinaface: retina checkpoint or biubug6 state dict (default: the committed checkpoint, trained on "
-        "synthetic data); mtcnn (required): a folder holding pnet.pt, rnet.pt and onet.pt (facenet-pytorch's data/)",
+        help="retinaface: retina checkpoint, biubug6 state dict or .onnx export (default: the committed checkpoint, "
+        "trained on synthetic data); mtcnn (required): a folder holding pnet.pt, rnet.pt and onet.pt "
+        "(facenet-pytorch's data/)",
     )
     p.add_argument(
         "--preset", default=None, choices=sorted(PRESETS), help="retinaface only: architecture the weights must match"
@@ -63,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="retinaface only: NMS IoU threshold, in (0, 1] (default: 0.4)",
     )
+    add_limits(p)
     p.add_argument("--device", type=device, default="cpu", help="torch device, e.g. cpu or cuda:0")
     p.add_argument("--out", required=True, type=output_dir, help="output folder")
 
@@ -120,17 +122,17 @@ def retinaface(args: argparse.Namespace) -> tuple[Detect, dict[str, Any]]:
     for name, default in RETINAFACE_DEFAULTS.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
-    if args.weights is None:
-        args.weights = DEFAULT_WEIGHTS
-        note = f"no --weights given: using the committed checkpoint {DEFAULT_WEIGHTS.name} (trained on synthetic faces)"
-        print(f"note: {note}", file=sys.stderr)
-    detector = Detector.from_checkpoint(args.weights, preset=args.preset, device=args.device, protocol=args.protocol)
+    args.weights = default_file(args.weights, DEFAULT_WEIGHTS)
+    post = limits(args, PostCfg())
+    detector = Detector.from_file(args.weights, args.preset, args.device, protocol=args.protocol, post=post)
     settings = {
         "weights": str(args.weights),
         "model": detector.cfg.name,
         "protocol": args.protocol,
         "score_threshold": args.score_threshold,
         "nms_iou": args.nms_iou,
+        "top_k": post.pre_nms_top_k,
+        "max_detections": post.max_detections,
     }
     return lambda image: detector(image, score_threshold=args.score_threshold, nms_iou=args.nms_iou), settings
 
@@ -138,6 +140,9 @@ def retinaface(args: argparse.Namespace) -> tuple[Detect, dict[str, Any]]:
 def check_mtcnn_flags(args: argparse.Namespace) -> None:
     """RetinaFace-only flags and a missing ``--weights`` are errors with ``--model mtcnn``."""
     given = ["--" + name.replace("_", "-") for name in RETINAFACE_DEFAULTS if getattr(args, name) is not None]
+    given += [
+        flag for flag, name in (("--top-k", "top_k"), ("--max-detections", "max_detections")) if hasattr(args, name)
+    ]
     if given:
         raise RetinaError(f"{', '.join(given)}: RetinaFace options, they do not apply to --model mtcnn")
     if args.weights is None:

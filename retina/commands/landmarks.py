@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from retina.commands.args import fraction, iou_threshold, non_negative_float, positive_int
+from retina.commands.args import default_file, fraction, iou_threshold, non_negative_float, positive_int
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -24,7 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from retina.verify import landmark_job
+    from retina.weights import DEFAULT_WEIGHTS
 
+    args.weights = default_file(args.weights, DEFAULT_WEIGHTS)
     if args.mtcnn_weights is None:
         print("note: MTCNN not run (pass --mtcnn-weights DIR holding pnet.pt, rnet.pt, onet.pt)", file=sys.stderr)
     record = landmark_job.run(args)

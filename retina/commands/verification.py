@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from retina.commands.args import positive_float
+from retina.commands.args import default_file, positive_float
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,7 +28,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from retina.verify import experiment
+    from retina.weights import DEFAULT_EMBEDDER, DEFAULT_WEIGHTS
 
+    args.weights = default_file(args.weights, DEFAULT_WEIGHTS)
+    if args.onnx is None:
+        args.embedder = default_file(args.embedder, DEFAULT_EMBEDDER, "--embedder", "ArcFace")
     record = experiment.run(args)
     if args.mtcnn_weights is None:
         print("note: MTCNN row not run (pass --mtcnn-weights DIR holding pnet.pt, rnet.pt, onet.pt)", file=sys.stderr)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -80,7 +80,7 @@ def read_retinaface_labels(path: PathLike, warnings: list[str] | None = None) ->
     """Read a RetinaFace ``label.txt``, train layout (20 or 19 numbers a face) or val layout (4 numbers).
 
     A train line without its trailing quality value (19 numbers) gets quality nan; a val line gets
-    landmarks and flags -1 and quality nan. Faces of negative width or height are kept as written and
+    landmarks and flags -1 and quality nan. Faces of zero or negative width or height are kept as written and
     counted: one message in ``warnings`` (when given) says how many and on which lines.
     """
     path = Path(path)
@@ -88,7 +88,7 @@ def read_retinaface_labels(path: PathLike, warnings: list[str] | None = None) ->
     images: list[LabeledImage] = []
     current: str | None = None
     rows: list[list[float]] = []
-    negative: list[str] = []  # "line 12 (-2 x 5)" per face line of negative size
+    degenerate: list[str] = []  # "line 12 (-2 x 5)" per face line of zero or negative size
 
     def flush() -> None:
         if current is not None:
@@ -114,14 +114,14 @@ def read_retinaface_labels(path: PathLike, warnings: list[str] | None = None) ->
         if not all(math.isfinite(v) for v in values[:19]):  # box and landmarks (the quality may be nan)
             raise DataFormatError(f"{path}:{lineno}: NaN or infinite value in a box or landmark")
         rows.append(values)
-        if min(values[2], values[3]) < 0:
-            negative.append(f"line {lineno} ({_fmt(values[2])} x {_fmt(values[3])})")
+        if min(values[2], values[3]) <= 0:
+            degenerate.append(f"line {lineno} ({_fmt(values[2])} x {_fmt(values[3])})")
     flush()
-    if negative and warnings is not None:
-        more = f" and {len(negative) - 3} more" if len(negative) > 3 else ""
+    if degenerate and warnings is not None:
+        more = f" and {len(degenerate) - 3} more" if len(degenerate) > 3 else ""
         warnings.append(
-            f"{path}: {len(negative)} face line(s) of negative width or height, kept as written: "
-            f"{', '.join(negative[:3])}{more}"
+            f"{path}: {len(degenerate)} face line(s) of zero or negative width or height, kept as written: "
+            f"{', '.join(degenerate[:3])}{more}"
         )
     return images
 
@@ -505,27 +505,39 @@ def _size_warnings(sizes: np.ndarray, path: Path) -> list[str]:
     return out
 
 
-def read_predictions(pred_dir: PathLike, gt: GroundTruth, missing_as_empty: bool = False) -> Submission:
-    """Read a submission folder ``<pred_dir>/<event>/<stem>.txt`` for every image of ``gt``.
-
-    Missing files raise (count and first names), unless ``missing_as_empty``: then they have no detections,
-    as in MATLAB's ``read_pred``. A ``.txt`` file for an image that is not in ``gt`` raises. Boxes of
-    negative or zero size are kept, with a warning each (``Submission.warnings``).
-    """
+def prediction_files(pred_dir: PathLike) -> set[tuple[str, str]]:
+    """``(event, stem)`` of every ``<pred_dir>/<event>/<stem>.txt`` (hidden files and folders skipped)."""
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
         raise RetinaError(f"prediction folder not found: {pred_dir}")
     found: set[tuple[str, str]] = set()
-    unknown: list[str] = []
     with os.scandir(pred_dir) as top:
         for entry in top:
             if not entry.is_dir() or entry.name.startswith("."):
                 continue
             with os.scandir(entry.path) as files:
-                for f in files:
-                    if f.name.endswith(".txt") and not f.name.startswith("."):
-                        key = (entry.name, f.name[:-4])
-                        (found.add if key in gt.index else unknown.append)(key)
+                found |= {(entry.name, f.name[:-4]) for f in files if f.name.endswith(".txt") and f.name[0] != "."}
+    return found
+
+
+def read_predictions(
+    pred_dir: PathLike, gt: GroundTruth, missing_as_empty: bool = False, outside: Container[tuple[str, str]] = ()
+) -> Submission:
+    """Read a submission folder ``<pred_dir>/<event>/<stem>.txt`` for every image of ``gt``.
+
+    Missing files raise (count and first names), unless ``missing_as_empty``: then they have no detections,
+    as in MATLAB's ``read_pred``. A ``.txt`` file for an image that is not in ``gt`` raises, unless it is in
+    ``outside`` (the other images of a subset's full ground truth): those are not read. Boxes of negative or
+    zero size are kept, with a warning each (``Submission.warnings``).
+    """
+    pred_dir = Path(pred_dir)
+    found: set[tuple[str, str]] = set()
+    unknown: list[tuple[str, str]] = []
+    for key in prediction_files(pred_dir):
+        if key in gt.index:
+            found.add(key)
+        elif key not in outside:
+            unknown.append(key)
     if unknown:
         names = ", ".join(f"{e}/{s}.txt" for e, s in sorted(unknown)[:5])
         raise DataFormatError(

@@ -71,6 +71,7 @@ __all__ = [
     "Matches",
     "PRCurve",
     "Submission",
+    "curve_members",
     "evaluate",
     "load_ground_truth",
     "match_predictions",
@@ -278,14 +279,9 @@ def pr_curve(
     n_faces = gt.count(setting)
     if n_faces == 0:
         raise ValueError(f"no face counts in setting '{setting}': recall is undefined")
-    counted = (_counted_faces(gt, setting) if counted_faces is None else counted_faces)[matches.face]
-    hit = matches.overlap >= iou
-    proposal = ~hit | counted  # a hit on a face that does not count is dropped
-    # A counted face is found by the first hit that reaches it: walk the predictions grouped by face.
-    order = matches.by_face
-    candidates = order[(hit & counted)[order]]
-    faces = matches.face[candidates]
-    first = candidates[np.r_[True, faces[1:] != faces[:-1]]] if len(candidates) else candidates
+    proposal, first = curve_members(
+        matches, _counted_faces(gt, setting) if counted_faces is None else counted_faces, iou
+    )
     return PRCurve(
         setting,
         float(iou),
@@ -294,6 +290,20 @@ def pr_curve(
         _count_at_thresholds(matches.first_threshold[first]),
         n_faces,
     )
+
+
+def curve_members(matches: Matches, counted_faces: np.ndarray, iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """Step 3 per prediction: ``proposal (P,) bool`` (it counts as a proposal) and ``first (T,)`` the indices of
+    the true positives (the first hit on each counted face). ``counted_faces (F,) bool``: ``_counted_faces``."""
+    counted = counted_faces[matches.face]
+    hit = matches.overlap >= iou
+    proposal = ~hit | counted  # a hit on a face that does not count is dropped
+    # A counted face is found by the first hit that reaches it: walk the predictions grouped by face.
+    order = matches.by_face
+    candidates = order[(hit & counted)[order]]
+    faces = matches.face[candidates]
+    first = candidates[np.r_[True, faces[1:] != faces[:-1]]] if len(candidates) else candidates
+    return proposal, first
 
 
 def evaluate(

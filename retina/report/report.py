@@ -4,6 +4,9 @@
     retina report --run-missing    # first run, at CPU scale, the jobs whose records are missing
     retina report --publish        # reports/records/ only -> docs/report.md + docs/report/
 
+The command works on the folder it is run in (a checkout, or any folder where jobs wrote ``results/``), or on
+``--results DIR``; ``--publish`` and ``--run-missing`` need a repository checkout (its records and scripts).
+
 The page names, for every section, the records it was built from and a hash of their content; the
 published page is rebuilt by a test from the committed records and must come out identical (a stale page
 or figure fails CI). A section without records prints a "not run" line with the command that makes them.
@@ -25,9 +28,7 @@ from retina.report.sections import LOCAL, PUBLISH, Commands, Section, all_sectio
 from retina.report.sources import RecordSet, collect, shown_path
 from retina.results import REPO_ROOT, write_bytes, write_json, write_text
 
-RESULTS = REPO_ROOT / "results"
-PUBLISHED_RECORDS = REPO_ROOT / "reports" / "records"
-DOCS = REPO_ROOT / "docs"
+PUBLISHED = Path("reports") / "records"  # under a checkout
 MANIFEST = "manifest.json"  # in the assets folder: what the last build wrote there, the only files it may delete
 
 
@@ -41,13 +42,17 @@ class Target:
     commands: Commands
 
     @staticmethod
-    def local(out: Path | None = None) -> Target:
-        out = out or RESULTS / "report"
-        return Target((RESULTS, PUBLISHED_RECORDS), out / "report.md", out / "assets", LOCAL)
+    def local(out: Path | None = None, results: Path | None = None, base: Path = REPO_ROOT) -> Target:
+        """``results`` (default ``base/results``) and, in a checkout, its published records -> ``out`` (default
+        ``<results>/report``)."""
+        results = results or base / "results"
+        out = out or results / "report"
+        roots = (results, *([base / PUBLISHED] if (base / PUBLISHED).is_dir() else []))
+        return Target(roots, out / "report.md", out / "assets", LOCAL)
 
     @staticmethod
-    def published() -> Target:
-        return Target((PUBLISHED_RECORDS,), DOCS / "report.md", DOCS / "report", PUBLISH)
+    def published(base: Path = REPO_ROOT) -> Target:
+        return Target((base / PUBLISHED,), base / "docs" / "report.md", base / "docs" / "report", PUBLISH)
 
 
 def page(sections: Sequence[Section], records: RecordSet, assets_link: str, commands: Commands) -> str:
@@ -107,25 +112,45 @@ def written_before(assets: Path) -> set[str]:
     return {n for n in names if isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..", MANIFEST)}
 
 
-def run_missing(commands: Sequence[str]) -> None:
-    """Run each missing section's command (CPU scale, from the repository root), with a progress bar."""
+def run_missing(commands: Sequence[str], root: Path = REPO_ROOT) -> None:
+    """Run each missing section's command (CPU scale, from the checkout ``root``), with a progress bar."""
     from tqdm import tqdm
 
     for command in tqdm(commands, desc="missing records", unit="job"):
         tqdm.write(f"running: {command}")
         for part in command.split(" && "):
-            done = subprocess.run(shlex.split(part), cwd=REPO_ROOT, check=False)
+            done = subprocess.run(shlex.split(part), cwd=root, check=False)
             if done.returncode != 0:
                 raise RetinaError(f"{part!r} failed with exit status {done.returncode}")
 
 
-def run(publish: bool = False, missing_too: bool = False, out: Path | None = None) -> int:
-    """Build (after running the missing jobs with ``missing_too``) and write the report; prints what is missing."""
-    if publish and out is not None:
-        raise RetinaError("--out does not apply to --publish (the page is docs/report.md)")
-    target = Target.published() if publish else Target.local(out)
+def run(
+    publish: bool = False,
+    missing_too: bool = False,
+    out: Path | None = None,
+    results: Path | None = None,
+    base: Path | None = None,
+) -> int:
+    """Build (after running the missing jobs with ``missing_too``) and write the report of ``base`` (default: the
+    current folder) or of ``results``; prints what is missing."""
+    base = Path.cwd() if base is None else base
+    if publish and (out is not None or results is not None):
+        raise RetinaError("--out and --results do not apply to --publish (it reads reports/records/ of a checkout)")
+    if (publish or missing_too) and not (base / PUBLISHED).is_dir():
+        flag = "--publish" if publish else "--run-missing"
+        raise RetinaError(
+            f"{flag} needs a repository checkout: run it from the checkout's root ({base} has no {PUBLISHED})"
+        )
+    if results is not None and not results.is_dir():
+        raise RetinaError(f"--results {results}: not a folder")
+    if not publish and results is None and not (base / "results").is_dir() and not (base / PUBLISHED).is_dir():
+        raise RetinaError(
+            f"no results/ in {base}: run retina report in the folder where the jobs wrote results/ (e.g. retina "
+            "evaluate writes results/widerface_eval/), or pass --results DIR"
+        )
+    target = Target.published(base) if publish else Target.local(out, results, base)
     if missing_too:
-        run_missing(build(target)[2])
+        run_missing(build(target)[2], base)
     for command in write(target):
         print(f"not run: {command}")
     print(f"wrote {shown_path(target.page)} and {shown_path(target.assets)}/")

@@ -121,6 +121,13 @@ def evaluation_name(source: Source) -> str:
     return f"{prov.get('model', '?')} `{weights}`, {prov.get('test_protocol', '?')} protocol"
 
 
+def evaluation_data(source: Source) -> str:
+    """The data an evaluation ran on; a subset says so (its APs are not comparable with the whole set's)."""
+    subset = source.record.get("subset")
+    data = str(source.provenance.get("data", "?"))
+    return data if not subset else f"{data} (SUBSET: {subset['images']} of {subset['of']} images)"
+
+
 def evaluation_section(records: RecordSet, commands: Commands) -> Section:
     title = "Detection accuracy (WIDER FACE protocol)"
     sources = records.of("evaluation")
@@ -134,7 +141,7 @@ def evaluation_section(records: RecordSet, commands: Commands) -> Section:
         rows.append(
             [
                 evaluation_name(s),
-                s.provenance.get("data", "?"),
+                evaluation_data(s),
                 *(f"{r[k]:.4f}" for k in AP_COLUMNS),
                 f"{r['hard_map_50_95']:.4f}",
                 r["arithmetic"],
@@ -143,7 +150,7 @@ def evaluation_section(records: RecordSet, commands: Commands) -> Section:
             ]
         )
     header = ["model", "data", *AP_COLUMNS, "hard mAP 0.5:0.95", "arithmetic", "images", "faces"]
-    data = sorted({str(s.provenance.get("data", "?")) for s in sources})
+    data = sorted({evaluation_data(s) for s in sources})
     lines = [
         "AP at IoU 0.5 under the official WIDER FACE protocol; the hard mAP averages hard AP over IoU "
         "0.5:0.05:0.95 (WIDER Challenge 2018).",

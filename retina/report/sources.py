@@ -152,11 +152,14 @@ def inputs_hash(sources: Iterable[Source]) -> str:
 
 
 def shown_path(path: Path) -> str:
-    """A path relative to the repository when inside it (stable across clones), else as given."""
-    try:
-        return str(path.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        return str(path)
+    """A path relative to the repository when inside it (stable across clones), else to the current folder
+    (``retina report`` run elsewhere), else as given."""
+    for base in (REPO_ROOT, Path.cwd()):
+        try:
+            return str(path.resolve().relative_to(base.resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def caption(source: Source, what: str = "") -> str:

@@ -17,9 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from retina.results import REPO_ROOT, write_text
+from retina.results import write_text
 
 # arXiv 1905.00641 table 5: inference time in ms (TVM; GPU Tesla P40, CPU i7-6700K, ARM RK3399).
 PAPER_TABLE5: dict[str, dict[str, float | None]] = {
@@ -177,7 +175,7 @@ def plot(grids: list[tuple[str, dict, pd.DataFrame]], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", type=Path, default=REPO_ROOT / "results" / "speed")
+    parser.add_argument("--results", type=Path, default=Path("results") / "speed", help="default results/speed")
     parser.add_argument("--out", type=Path, default=None, help="folder for speed.md and speed.png (default --results)")
     args = parser.parse_args(argv)
     out = args.out or args.results
