@@ -96,7 +96,10 @@ def report(session: nox.Session) -> None:
 
 def _ablation(session: nox.Session, name: str) -> None:
     """``python -m ablations.run <name> ARGS``; ``--nproc-per-node N`` among ARGS launches it under torchrun."""
-    args = list(session.posargs)
+    _ablation_args(session, name, list(session.posargs))
+
+
+def _ablation_args(session: nox.Session, name: str, args: list[str]) -> None:
     if "--nproc-per-node" in args:
         k = args.index("--nproc-per-node")
         nproc = args[k + 1]
@@ -131,3 +134,21 @@ def ablation_mesh(session: nox.Session) -> None:
     the dense NME of the predicted meshes on SynthFace val as a column, about 37 min on 2 cores; results in
     results/ablations/mesh/."""
     _ablation(session, "mesh")
+
+
+@nox.session
+def ablation_synth(session: nox.Session) -> None:
+    """Which SynthFace v3 factors make a CPU-trained detector find real faces (issue 24): one row per factor switched
+    off, from random initialisation, evaluated on SynthFace val and on the real development set (``--real-dev``,
+    from ../shared; a user's WIDER val with ``-- --real-root WIDER``); results in results/ablations/synth/."""
+    args = list(session.posargs)
+    if "--real-root" not in args and "--real-dev" not in args:
+        args.append("--real-dev")
+    _ablation_args(session, "synth", args)
+
+
+@nox.session
+def real_transfer(session: nox.Session) -> None:
+    """Checkpoints on real WIDER FACE images (the development set from ../shared, or ``-- --wider-root WIDER``):
+    AP, recall by face size, false positives per image, the sample photos; SynthFace val AP beside it."""
+    session.run("python", "benchmarks/real_transfer.py", *session.posargs)

@@ -39,7 +39,15 @@ from tqdm import tqdm
 from retina.build import build_detector
 from retina.checkpoint import load_pretrained_backbone, load_weights, read_checkpoint, save_checkpoint
 from retina.config import DetectorCfg, TrainCfg, config_diff, config_hash, from_dict, to_dict
-from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, collate, data_fingerprint, iterations_for
+from retina.data.dataset import (
+    FaceDataset,
+    ResumableSampler,
+    SplitPaths,
+    collate,
+    content_id,
+    data_fingerprint,
+    iterations_for,
+)
 from retina.dense.pixel import pixel_loss, select_faces
 from retina.errors import RetinaError
 from retina.losses import assign, losses, weighted_total
@@ -431,7 +439,12 @@ def _meta(ctx: _Context, starting_weights: dict[str, Any] | None) -> dict[str, A
         "model_cfg_hash": config_hash(ctx.model_cfg),
         "train_cfg": to_dict(ctx.train_cfg),
         "train_cfg_hash": config_hash(ctx.train_cfg),
-        "data": {**data, "fingerprint": ctx.fingerprint, "warnings": ctx.dataset.warnings},
+        "data": {
+            **data,
+            "fingerprint": ctx.fingerprint,
+            "content": content_id(run.data),
+            "warnings": ctx.dataset.warnings,
+        },
         "world_size": ctx.dist.world,
         "device": str(ctx.device),
         "starting_weights": starting_weights,

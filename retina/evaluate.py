@@ -10,6 +10,7 @@ so that evaluating another model or other settings never lands in the folder of 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -24,14 +25,14 @@ from tqdm import tqdm
 
 from retina.api import Detections, Detector
 from retina.config import PostCfg, config_hash, to_dict
-from retina.data.widerface import GroundTruth, Submission, load_ground_truth, write_predictions
+from retina.data.widerface import MAT_FILES, GroundTruth, Submission, load_ground_truth, write_predictions
 from retina.errors import RetinaError
 from retina.eval.report import write_results
 from retina.eval.subset import Subset, from_keys, names_sha256
 from retina.eval.widerface import EvalResult, evaluate
 from retina.images import IMAGE_SUFFIXES, find_image, is_image_file, read_image
 from retina.protocols import protocol as get_protocol
-from retina.results import file_id, file_sha256, staged_folder
+from retina.results import file_id, file_sha256, files_sha256, staged_folder
 
 GROUND_TRUTH_FOLDERS = ("ground_truth", "eval_tools/ground_truth", "wider_face_split")
 
@@ -118,6 +119,15 @@ def default_out(
     parts += [arithmetic] if arithmetic != "matlab" else []
     parts += [f"subset{len(subset.images)}-{subset.sha256[:8]}"] if subset else []
     return Path("results") / "widerface_eval" / re.sub(r"[^A-Za-z0-9.+-]+", "_", "_".join(parts))
+
+
+def split_content(split: EvalSplit, gt: GroundTruth) -> dict[str, Any]:
+    """What the split holds, byte for byte: sha256 of the four ground-truth files and of every image the ground
+    truth names (``retina.results.files_sha256``), and the image count."""
+    images = files_sha256(split.images, [image_path(split.images, e, s) for e, s in gt.images])
+    mats = files_sha256(split.gt, [split.gt / name for name in MAT_FILES.values()])
+    both = hashlib.sha256((mats["sha256"] + images["sha256"]).encode()).hexdigest()
+    return {"sha256": both, "images": images["files"]}
 
 
 def image_path(images: Path, event: str, stem: str) -> Path:
@@ -214,6 +224,7 @@ def evaluate_detector(
         "post": to_dict(post),
         "model": detector.cfg.name,
         "model_cfg_hash": config_hash(detector.cfg),
+        "data_content": split_content(split, gt),
         "batch_size": detector.batch_size,
         "detect_seconds": seconds,
         **extra,

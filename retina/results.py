@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -121,6 +121,20 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def files_sha256(root: str | os.PathLike[str], files: Iterable[str | os.PathLike[str]]) -> dict[str, Any]:
+    """The content hash of a data set: sha256 over each file's path (relative to ``root``, sorted) and bytes.
+
+    Two machines that made or hold the same data get the same digest, whatever the folder it sits in.
+    Returns ``{"sha256", "files"}``.
+    """
+    root = Path(root)
+    names = sorted({Path(f).resolve().relative_to(root.resolve()).as_posix() for f in files})
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(name.encode() + b"\0" + file_sha256(root / name).encode())
+    return {"sha256": digest.hexdigest(), "files": len(names)}
 
 
 def provenance(**extra: Any) -> dict[str, Any]:

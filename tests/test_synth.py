@@ -18,6 +18,7 @@ from retina.errors import DataFormatError, RetinaError
 from retina.mesh import FaceParams, build_template, face_shape
 from retina.render import model_to_camera, project
 from retina.synth.config import difficulty, settings_of, wider_attributes
+from retina.synth.image import _unit
 from retina.synth.sheet import contact_sheet
 from retina.synth.splits import SYNTH_PRESETS, SynthCfg, default_split, generate_split, read_meta
 
@@ -135,6 +136,31 @@ def test_same_seed_same_bytes_other_seed_other_images(split, tmp_path):
     # Image k does not depend on how many images the split has.
     first = read_meta(generate_split(tmp_path / "short", TINY, "val", 2, seed=3))
     assert {m["path"]: m for m in first}.items() <= {m["path"]: m for m in read_meta(split)}.items()
+
+
+def test_light_direction_does_not_depend_on_the_blas():
+    # A vector whose unit length the AVX-512 OpenBLAS ddot (fused multiply-adds) and the AVX2 one (separate
+    # rounding) give in different last bits; the light direction written to meta.jsonl must not depend on that.
+    v = np.array([float.fromhex(h) for h in ("-0x1.2009cf16f1ffap-2", "-0x1.560a2bb1801f2p-1", "-0x1.0e1e58b5c8496p0")])
+    fused = ("-0x1.c202fab451a70p-3", "-0x1.0b309d660e59bp-1", "-0x1.a603d6625eb38p-1")  # AVX-512 kernel's values
+    assert [x.hex() for x in _unit(v)] == list(fused)
+
+
+def test_generator_camera_transform_is_the_fused_chain_without_blas():
+    from retina.render import euler_rotation
+    from retina.synth.face import DISTANCE, _to_camera
+
+    g = torch.Generator().manual_seed(0)
+    verts, rot = torch.randn(3, 500, 3, generator=g), 0.5 * torch.randn(3, 3, generator=g)
+    got = _to_camera(verts, rot)
+    want = model_to_camera(verts, rot, torch.tensor([[0.0, 0.0, DISTANCE]]).expand(3, 3))
+    assert torch.allclose(got, want, rtol=1e-6, atol=1e-6)  # the same transform, up to the last bit
+    v, r = verts.double().numpy(), euler_rotation(rot).transpose(-1, -2).double().numpy()
+    out = (v[..., 0:1] * r[:, None, 0]).astype(np.float32)
+    for k in (1, 2):  # each term added by a fused multiply-add (float32 products are exact in float64)
+        out = (v[..., k : k + 1] * r[:, None, k] + out).astype(np.float32)
+    out = out * np.float32([1, -1, -1]) + np.float32([0, 0, DISTANCE])
+    assert np.array_equal(got.numpy(), out)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ from retina.data.transforms import Sample, augment
 from retina.data.widerface import LabeledImage, read_retinaface_labels
 from retina.errors import DataFormatError, RetinaError
 from retina.images import read_image
-from retina.results import file_sha256
+from retina.results import file_sha256, files_sha256
 
 SYNTH_KEYS = ("version", "config", "split", "seed", "n_images")  # what decides a SynthFace split's content
 
@@ -47,6 +48,15 @@ class SplitPaths:
             if not p.exists():
                 raise RetinaError(f"training split {root}: {p.name} not found (expected images/ and label.txt)")
         return paths
+
+
+def content_id(paths: SplitPaths) -> dict[str, Any]:
+    """What the split holds, byte for byte: sha256 of the label file's and every listed image's content (and of the
+    images' paths relative to ``images``), and the image count. Equal on two machines iff their data are equal."""
+    entries = read_retinaface_labels(paths.labels)
+    images = files_sha256(paths.images, [Path(paths.images) / e.path for e in entries])
+    both = hashlib.sha256((file_sha256(paths.labels) + images["sha256"]).encode()).hexdigest()
+    return {"sha256": both, "images": images["files"]}
 
 
 def data_fingerprint(paths: SplitPaths) -> dict[str, str]:

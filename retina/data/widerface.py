@@ -224,7 +224,7 @@ class GroundTruth:
         return MappingProxyType({s: int(sum(len(k) for k in lists)) for s, lists in self.keep.items()})
 
 
-_MAT_FILES = {"face": "wider_face_val.mat", **{s: f"wider_{s}_val.mat" for s in SETTINGS}}
+MAT_FILES = {"face": "wider_face_val.mat", **{s: f"wider_{s}_val.mat" for s in SETTINGS}}
 
 
 def load_ground_truth(gt_dir: PathLike, settings: Sequence[str] = SETTINGS) -> GroundTruth:
@@ -234,7 +234,7 @@ def load_ground_truth(gt_dir: PathLike, settings: Sequence[str] = SETTINGS) -> G
     gt_dir = Path(gt_dir)
     mats = {}
     for key in ("face", *settings):
-        path = gt_dir / _MAT_FILES[key]
+        path = gt_dir / MAT_FILES[key]
         if not path.is_file():
             raise RetinaError(f"ground truth file not found: {path}")
         try:
@@ -260,13 +260,13 @@ def load_ground_truth(gt_dir: PathLike, settings: Sequence[str] = SETTINGS) -> G
     for setting in settings:
         mat = mats[setting]
         if [_mat_str(c) for c in mat["event_list"].ravel()] != events:
-            raise DataFormatError(f"{gt_dir / _MAT_FILES[setting]}: event list differs from wider_face_val.mat")
+            raise DataFormatError(f"{gt_dir / MAT_FILES[setting]}: event list differs from wider_face_val.mat")
         # gt_list indices are 1-based (MATLAB); stored as uint8 or uint16 depending on their size.
         keep[setting] = tuple(
             np.asarray(cell, dtype=np.int64).ravel() - 1 for cells in mat["gt_list"].ravel() for cell in cells.ravel()
         )
         if len(keep[setting]) != len(images):
-            raise DataFormatError(f"{gt_dir / _MAT_FILES[setting]}: gt_list does not cover every image")
+            raise DataFormatError(f"{gt_dir / MAT_FILES[setting]}: gt_list does not cover every image")
     attributes = {}
     for name in ATTRIBUTES:
         if f"{name}_label_list" in face:
@@ -324,7 +324,7 @@ def write_ground_truth(gt_dir: PathLike, gt: GroundTruth) -> None:
     for key, variables in contents.items():
         buffer = io.BytesIO()
         savemat(buffer, variables, format="5", do_compression=True, oned_as="column")
-        write_bytes(Path(gt_dir) / _MAT_FILES[key], buffer.getvalue())
+        write_bytes(Path(gt_dir) / MAT_FILES[key], buffer.getvalue())
 
 
 def _mat_str(cell: object) -> str:

@@ -79,7 +79,7 @@ def page(sections: Sequence[Section], records: RecordSet, assets_link: str, comm
 def build(target: Target) -> tuple[str, dict[str, bytes], list[str]]:
     """(page text, {asset name: bytes}, commands of the missing sections) for ``target``, writing nothing."""
     records = collect(list(target.roots))
-    sections = all_sections(records, target.commands, list(TABLE3_ABLATIONS))
+    sections = all_sections(records, target.commands, [*TABLE3_ABLATIONS, "synth"])
     assets: dict[str, bytes] = {}
     for s in sections:
         assets.update(s.figures)

@@ -36,6 +36,7 @@ class Commands:
     landmarks: str
     verification: str
     dense: str
+    transfer: str
 
 
 LOCAL = Commands(
@@ -48,6 +49,7 @@ LOCAL = Commands(
     landmarks="nox -s landmarks",
     verification="nox -s verification",
     dense="python benchmarks/pixel_step.py; python benchmarks/pixel_fit.py; python benchmarks/dense_gallery.py",
+    transfer="nox -s real_transfer",
 )
 PUBLISH = Commands(
     evaluation="python benchmarks/main_job.py --publish",
@@ -60,6 +62,7 @@ PUBLISH = Commands(
     verification="nox -s verification -- --mtcnn-weights DIR --publish",
     dense="python benchmarks/pixel_step.py --publish; python benchmarks/pixel_fit.py --publish; "
     "python benchmarks/dense_gallery.py --publish",
+    transfer="nox -s real_transfer -- --publish",
 )
 
 
@@ -254,9 +257,10 @@ def ablation_section(records: RecordSet, name: str, commands: Commands) -> Secti
         ("###" + line[1:] if line.startswith("# ") else "####" + line[2:] if line.startswith("## ") else line)
         for line in text.splitlines()
     ]
-    groups = [at.HEADERS[m] for m in at.METRICS]
+    shown = [m for m in at.metrics_of(df) if m != at.DENSE]
+    groups = [at.HEADERS[m] for m in shown]
     series = [
-        (row["label"], [row[f"{m}_mean"] for m in at.METRICS], [row[f"{m}_std"] for m in at.METRICS])
+        (row["label"], [row[f"{m}_mean"] for m in shown], [row[f"{m}_std"] for m in shown])
         for _, row in summary.iterrows()
     ]
     data = "synthetic SynthFace" if recs[0]["synthetic"] else recs[0]["eval_data"]
@@ -559,10 +563,55 @@ def gallery_section(records: RecordSet, commands: Commands) -> Section:
 SectionBuilder = Callable[[RecordSet, Commands], Section]
 
 
+# --- synthetic to real --------------------------------------------------------------------------------------
+
+
+def transfer_section(records: RecordSet, commands: Commands) -> Section:
+    """Checkpoints on real WIDER FACE images beside their SynthFace val AP; recall by face size; sample photos."""
+    title = "From synthetic to real"
+    sources = records.of("real_transfer")
+    if not sources:
+        return not_run(title, "synthetic-to-real", [commands.transfer])
+    s = sources[0]
+    r = s.record
+    lines = [f"{r['data']}; protocol `{r['test_protocol']}`, {r['arithmetic']} arithmetic, AP at IoU 0.5.", "",
+             r["table"], ""]  # fmt: skip
+    bins = list(r["rows"][0]["real"]["operating_point"]["recall_by_height_px"])
+    rows = [[row["name"], *(_recall(row["real"]["operating_point"]["recall_by_height_px"][b]) for b in bins)]
+            for row in r["rows"]]  # fmt: skip
+    lines += [f"Recall at score {r['operating_score']} by true face height (px, faces that count in 'hard'):", ""]
+    lines += [*md_table(["checkpoint", *bins], rows), ""]
+    photos = [(row["name"], row["sample_photos"]) for row in r["rows"] if row.get("sample_photos")]
+    if photos:
+        lines += ["Sample photos at score >= 0.5 (unmatched: no face of either reference detector, biubug6's code "
+                  "with its real weights or MTCNN, within IoU 0.3; the photos are not ours to publish: "
+                  "`python benchmarks/real_transfer.py` draws them into results/real_transfer/):", ""]  # fmt: skip
+        names = sorted({n for _, p in photos for n in p})
+        cells = [[name, *(_photo(p.get(n)) for n in names)] for name, p in photos]
+        lines += [*md_table(["checkpoint", *names], cells), ""]
+    curves = [(row["name"], {k: {**row["real"]["curves"][k], "ap": row["real"][k]} for k in AP_COLUMNS})
+              for row in r["rows"]]  # fmt: skip
+    figs = {"transfer_pr.png": figures.pr_panels(curves, "Real images: precision vs recall")}
+    lines += figure_line("transfer_pr.png", "real PR curves", caption(s))
+    return Section(title, tuple(lines), (s,), figs)
+
+
+def _recall(entry: dict[str, Any]) -> str:
+    return "–" if entry["recall"] is None else f"{100 * entry['recall']:.1f}% of {entry['faces']}"
+
+
+def _photo(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "–"
+    text = f"{entry['detections']} det., {entry['unmatched']} unmatched"
+    return text + (", astronaut found" if entry.get("astronaut_face_found") else "")
+
+
 def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str]) -> list[Section]:
     """Every section in page order."""
     return [
         evaluation_section(records, commands),
+        transfer_section(records, commands),
         training_section(records),
         *(ablation_section(records, name, commands) for name in ablations),
         speed_section(records, commands),

@@ -35,6 +35,7 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "verification": ("verification/*.json",),
         "dense": ("dense/*.json",),
         "dense_gallery": ("dense_gallery/*.json",),
+        "real_transfer": ("real_transfer/*.json",),
     }
 )
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"

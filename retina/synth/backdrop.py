@@ -27,7 +27,7 @@ def natural_color(rng: np.random.Generator) -> np.ndarray:
     chroma = rng.exponential(0.12)
     hue = rng.normal(0.0, 1.0, 3)
     hue -= hue.mean()
-    hue /= max(float(np.linalg.norm(hue)), 1e-6)
+    hue /= max(math.sqrt(sum(float(h) * float(h) for h in hue)), 1e-6)  # not np.linalg.norm: BLAS rounds by CPU
     return np.clip(grey + chroma * hue, 0.0, 1.0).astype(np.float32)
 
 
@@ -83,7 +83,8 @@ def _leaf_mask(rng: np.random.Generator, h: int, w: int, radius: float) -> tuple
         half = np.array([radius, radius * rng.uniform(0.2, 1.0)])
         a = rng.uniform(0, math.pi)
         rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-        corners = (np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half) @ rot.T + centre
+        local = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+        corners = local[:, :1] * rot[:, 0] + local[:, 1:] * rot[:, 1] + centre  # elementwise: no BLAS rounding
         cv2.fillPoly(mask, [np.round(corners).astype(np.int32)], 255, cv2.LINE_AA)
     else:
         n = int(rng.integers(3, 8))

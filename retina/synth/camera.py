@@ -36,7 +36,8 @@ def camera_effects(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarra
         out = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
     grey = bool(rng.uniform() < 0.08)
     if grey:
-        out = np.repeat(out @ np.array([0.299, 0.587, 0.114], np.float32), 3).reshape(h, w, 3)
+        luma = 0.299 * out[..., 0] + 0.587 * out[..., 1] + 0.114 * out[..., 2]  # elementwise: no BLAS rounding
+        out = np.repeat(luma[..., None], 3, axis=2)
     shot = float(rng.uniform(0.0, 0.02))  # photon noise: variance proportional to the signal
     out = out + np.sqrt(np.clip(out, 0, 1) * shot**2) * rng.standard_normal(out.shape, dtype=np.float32)
     settings = {"gains": gains.round(4).tolist(), "gamma": round(gamma, 4), "vignette": round(vignette, 4),

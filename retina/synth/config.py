@@ -30,6 +30,11 @@ FACTORS = ("backdrop", "negatives", "appearance", "lighting", "camera")
 # (benchmarks/box_convention.py, biubug6's released weights on 192 SynthFace val faces: boxes 9.4% of the height
 # higher and 4.3% taller, i.e. the top raised by 0.116 and the bottom by 0.073 of the height).
 WIDER_BOX_RAISE = (0.12, 0.07)
+# The fields added by v3 (left out of SynthCfg.to_dict at their defaults).
+V3_FIELDS = frozenset(
+    {"crowd_faces", "natural_backdrop", "hard_negatives_range", "face_appearance", "lighting", "camera",
+     "box_convention"}
+)  # fmt: skip
 # Event folders (WIDER style "<id>--<Name>") per scene kind, in kind order.
 EVENTS = ("0--Synth_Portrait", "1--Synth_Group", "2--Synth_Crowd", "3--Synth_Street")
 
@@ -110,7 +115,12 @@ class SynthCfg:
             raise bad("train_images and val_images must be >= 1")
 
     def to_dict(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        """Every field, except the v3 ones at their defaults (so v2 configs keep their cache keys and hashes)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if not (f.name in V3_FIELDS and getattr(self, f.name) == f.default)
+        }
 
 
 SYNTH_PRESETS: MappingProxyType[str, SynthCfg] = MappingProxyType(

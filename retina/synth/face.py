@@ -26,7 +26,7 @@ import torch
 from retina.mesh.albedo import albedo_at, face_zone
 from retina.mesh.morphable import EXPRESSION_NAMES, FaceParams, face_shape, vertex_tint
 from retina.mesh.template import FaceTemplate
-from retina.render import lambertian, model_to_camera, perspective, project, rasterize
+from retina.render import euler_rotation, lambertian, perspective, project, rasterize
 from retina.render.light import vertex_normals
 
 DISTANCE = 12.0  # camera to head centre, model units (the head is ~2 units tall): mild perspective
@@ -152,11 +152,29 @@ def _camera_geometry(specs: Sequence[FaceSpec]) -> tuple[list[torch.Tensor], lis
         template = specs[idx[0]].template
         verts = _tensor(np.stack([face_shape(template, specs[i].params) for i in idx]))
         rot = _tensor(np.array([specs[i].pose_rad for i in idx]))
-        p = model_to_camera(verts, rot, torch.tensor([[0.0, 0.0, DISTANCE]]).expand(len(idx), 3))
+        p = _to_camera(verts, rot)
         n = vertex_normals(p, _template_tensors(template)[0])
         for k, i in enumerate(idx):
             pts[i], normals[i] = p[k], n[k]
     return pts, normals
+
+
+def _to_camera(verts: torch.Tensor, rot: torch.Tensor) -> torch.Tensor:
+    """:func:`retina.render.model_to_camera` (at ``DISTANCE``) with the same bits on every x86 machine.
+
+    There ``vertices @ R^T`` is a BLAS sgemm, and MKL picks its kernel by CPU vendor: on Intel CPUs each term
+    ``v_k R_k`` is added by a fused multiply-add (k = 0, 1, 2, one rounding each), on AMD ones MKL's generic path
+    rounds products and sums separately. About one coordinate in five then differed in its last bit, which
+    changed about one image in seven and some SynthFace-ID labels. Here the fused chain is evaluated in float64
+    (where a float32 product is exact) and rounded to float32 after each term: the Intel results (those of the
+    published records), from elementwise operations that round the same everywhere.
+    """
+    r = euler_rotation(rot).transpose(-1, -2).double()  # rotated = verts @ r; r from ATen's own 3x3 kernel
+    v = verts.double()
+    out = (v[..., 0:1] * r[:, None, 0]).float()
+    for k in (1, 2):
+        out = (v[..., k : k + 1] * r[:, None, k] + out.double()).float()
+    return out * out.new_tensor((1.0, -1.0, -1.0)) + torch.tensor([0.0, 0.0, DISTANCE])
 
 
 def _canvas(spec: FaceSpec, pts: torch.Tensor) -> _Canvas:

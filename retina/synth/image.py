@@ -108,10 +108,28 @@ def _pose(cfg: SynthCfg, rng: np.random.Generator) -> tuple[float, float, float]
     )
 
 
+def _fma_square(x: float, s: float) -> float:
+    """``x * x + s`` rounded once (a fused multiply-add): exact integer arithmetic, then Python's correctly
+    rounded int / int division (the ratios' denominators are powers of two)."""
+    n, d = x.as_integer_ratio()
+    m, e = s.as_integer_ratio()
+    return (n * n * e + m * d * d) / (d * d * e)
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    """``v / |v|`` for a 3-vector, the same on every machine.
+
+    ``np.linalg.norm`` goes through the BLAS ``ddot``, whose kernel OpenBLAS picks by CPU: the AVX-512 one sums
+    ``x0 x0 + x1 x1 + x2 x2`` with fused multiply-adds (one rounding each), the AVX2 one without, so the last
+    bit (kept in meta.jsonl) depended on the machine. Here the fused chain is computed exactly, which gives the
+    AVX-512 kernel's values (those of the files made so far on such machines)."""
+    x0, x1, x2 = (float(x) for x in v)
+    return v / math.sqrt(_fma_square(x2, _fma_square(x1, x0 * x0)))
+
+
 def _light(rng: np.random.Generator, scene_dir: np.ndarray) -> np.ndarray:
     """Light (9,) in a face's camera frame: the scene's direction, jittered; ~10% extreme."""
-    d = scene_dir + rng.normal(0, 0.15, 3)
-    d /= np.linalg.norm(d)
+    d = _unit(scene_dir + rng.normal(0, 0.15, 3))
     intensity, ambient = rng.uniform(0.45, 0.95), rng.uniform(0.2, 0.55)
     if rng.uniform() < 0.1:
         intensity, ambient = (0.2, 0.12) if rng.uniform() < 0.5 else (1.4, 0.1)

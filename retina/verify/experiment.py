@@ -22,7 +22,9 @@ paired per-fold difference and whether it exceeds the folds' std. Writes ``verif
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from retina.errors import RetinaError
-from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json, write_text
+from retina.results import REPO_ROOT, file_sha256, files_sha256, provenance, write_bytes, write_json, write_text
 from retina.verify.align import align_face, center_crop
 from retina.verify.protocol import cosine_scores, fold_accuracy, roc_curve, tar_at_far
 from retina.verify.readers import read_lfw_pairs
@@ -67,6 +69,19 @@ class VerifySet:
     right: np.ndarray
     same: np.ndarray
     folds: np.ndarray
+
+
+def content(vset: VerifySet) -> dict[str, Any]:
+    """What the set holds, byte for byte: sha256 of its images (paths relative to their common folder) and of its
+    pairs, folds and true boxes and landmarks; and the image count."""
+    root = Path(os.path.commonpath([str(f.path.parent) for f in vset.faces]))
+    images = files_sha256(root, [f.path for f in vset.faces])
+    labels = [vset.left, vset.right, vset.same, vset.folds]
+    labels += [np.asarray(x, np.float64) for f in vset.faces for x in (f.box, f.landmarks) if x is not None]
+    digest = hashlib.sha256(images["sha256"].encode())
+    for array in labels:
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return {"sha256": digest.hexdigest(), "images": images["files"]}
 
 
 def _indexed(pairs: Any, lookup: Callable[[Path], Face]) -> tuple[tuple[Face, ...], np.ndarray, np.ndarray]:
@@ -317,6 +332,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "synthetic": vset.synthetic,
         "images": len(vset.faces),
         "pairs": len(vset.same),
+        "data_content": content(vset),
         "embedding": embed_info,
         "detectors": detectors,
         "mtcnn": "run" if "MTCNN" in rows else "not run: pass --mtcnn-weights DIR (facenet-pytorch 2.6.0 data/)",

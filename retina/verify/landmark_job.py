@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from retina.data.dataset import SplitPaths, content_id
 from retina.errors import RetinaError
 from retina.eval.landmarks import CED_GRID, FAILURE_NME, Summary, ced, match, nme
 from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json, write_text
@@ -195,6 +196,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "summary": summary,
         "paper": PAPER,
         "table": table(summary, data),
+        "data_content": content_id(SplitPaths.from_root(split)),
         "provenance": provenance(split=str(split)),
     }
     return record
