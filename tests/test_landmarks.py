@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retina.eval.landmarks import Summary, auc, ced, failure_rate, match, nme
+from retina.eval.landmarks import (
+    Summary,
+    auc,
+    binned_means,
+    ced,
+    failure_rate,
+    inter_ocular,
+    layout_in_boxes,
+    match,
+    nme,
+    normalised_layout,
+)
 from retina.verify import landmark_job as job
 
 
@@ -51,7 +62,13 @@ def test_summary_compares_methods_on_the_faces_all_of_them_found():
     measured = {
         "images": 2,
         "face_px": np.array([30.0, 40.0, 50.0]),
+        "abs_yaw": np.array([10.0, 20.0, 70.0]),
         "nme": {"A": np.array([0.02, np.nan, 0.2]), "B": np.array([0.04, 0.01, np.nan])},
+        "iod": {
+            "A": np.array([0.4, np.nan, 0.3]),
+            "B": np.array([0.5, 0.4, np.nan]),
+            "true": np.array([0.45, 0.4, 0.1]),
+        },
         "seconds": {"A": 1.0, "B": 3.0},
     }
     s = job.summarise(measured)
@@ -62,3 +79,19 @@ def test_summary_compares_methods_on_the_faces_all_of_them_found():
     assert s["methods"]["B"]["seconds_per_image"] == pytest.approx(1.5)
     assert vars(Summary.of(np.zeros(0)))["faces"] == 0
     assert "| A | 2 / 3 | 2.00 |" in job.table(s, "toy")
+
+    by_yaw = s["breakdown"]["nme_by_abs_yaw"]["A"]  # the common face: yaw 10, NME 0.02
+    assert by_yaw[0] == {"bin": "0-15", "faces": 1, "mean": pytest.approx(0.02)} and by_yaw[1]["faces"] == 0
+    assert s["breakdown"]["iod_by_abs_yaw"]["true"][0]["mean"] == pytest.approx(0.45)
+
+
+def test_layout_round_trip_inter_ocular_and_bins_by_hand():
+    boxes = np.array([[10.0, 20.0, 40.0, 50.0], [0.0, 0.0, 10.0, 10.0]])
+    layout = np.array([[0.25, 0.4], [0.75, 0.4], [0.5, 0.6], [0.3, 0.8], [0.7, 0.8]])
+    placed = layout_in_boxes(layout, boxes)
+    assert placed[0, 0].tolist() == [20.0, 40.0] and placed[1, 1].tolist() == [7.5, 4.0]
+    np.testing.assert_allclose(normalised_layout(placed, boxes), np.stack([layout, layout]), atol=1e-12)
+    # eyes 0.5 box widths apart: 20 px in a 40 x 50 box (sqrt 2000), 5 px in a 10 x 10 box
+    np.testing.assert_allclose(inter_ocular(placed, boxes), [20 / np.sqrt(2000), 0.5])
+    bins = binned_means(np.array([1.0, 3.0, np.nan, 10.0]), np.array([5.0, 7.0, 8.0, 50.0]), (0.0, 10.0, np.inf))
+    assert bins == [{"bin": "0-10", "faces": 2, "mean": 2.0}, {"bin": ">=10", "faces": 1, "mean": 10.0}]

@@ -7,6 +7,7 @@ A face whose NME exceeds 10% is a failure (the paper's WIDER FACE val failure ra
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,3 +93,33 @@ class Summary:
             failure_rate(nmes),
             float("nan") if empty else auc(nmes),
         )
+
+
+def normalised_layout(landmarks: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
+    """(N, 5, 2) landmarks in box units: (point - box corner) / box size."""
+    boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 1, 4)
+    return (np.asarray(landmarks, np.float64) - boxes[..., :2]) / boxes[..., 2:]
+
+
+def layout_in_boxes(layout: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
+    """(N, 5, 2) pixels: one (5, 2) layout in box units placed in each box x y w h."""
+    boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 1, 4)
+    return boxes[..., :2] + np.asarray(layout, np.float64)[None] * boxes[..., 2:]
+
+
+def inter_ocular(landmarks: np.ndarray, boxes_xywh: np.ndarray) -> np.ndarray:
+    """(N,) eye-to-eye distance (points 0 and 1) divided by sqrt(w h) of the box."""
+    lm = np.asarray(landmarks, np.float64)
+    boxes = np.asarray(boxes_xywh, np.float64).reshape(-1, 4)
+    return np.linalg.norm(lm[:, 0] - lm[:, 1], axis=1) / np.sqrt(boxes[:, 2] * boxes[:, 3])
+
+
+def binned_means(values: np.ndarray, keys: np.ndarray, edges: tuple[float, ...]) -> list[dict[str, float | int | str]]:
+    """Per bin ``[edges[i], edges[i+1])`` of ``keys``: label, count and mean of ``values`` (NaN-free entries)."""
+    values, keys = np.asarray(values, np.float64), np.asarray(keys, np.float64)
+    out: list[dict[str, float | int | str]] = []
+    for lo, hi in itertools.pairwise(edges):
+        sel = (keys >= lo) & (keys < hi) & ~np.isnan(values)
+        label = f"{lo:g}-{hi:g}" if np.isfinite(hi) else f">={lo:g}"
+        out.append({"bin": label, "faces": int(sel.sum()), "mean": float(values[sel].mean()) if sel.any() else None})
+    return out

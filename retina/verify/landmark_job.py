@@ -24,7 +24,18 @@ import numpy as np
 
 from retina.data.dataset import SplitPaths, content_id
 from retina.errors import RetinaError
-from retina.eval.landmarks import CED_GRID, FAILURE_NME, Summary, ced, match, nme
+from retina.eval.landmarks import (
+    CED_GRID,
+    FAILURE_NME,
+    Summary,
+    binned_means,
+    ced,
+    inter_ocular,
+    layout_in_boxes,
+    match,
+    nme,
+    normalised_layout,
+)
 from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json, write_text
 from retina.weights import DEFAULT_WEIGHTS
 
@@ -33,6 +44,9 @@ PAPER = {
     "AFLW 5-point NME (%)": {"MTCNN": 2.72, "RetinaFace": 2.21},
     "WIDER FACE val failure rate at NME > 10% (%)": {"MTCNN": 26.31, "RetinaFace": 9.37},
 }
+CONSTANT = "constant layout"  # the split's mean landmark layout (in box units) placed in each true box
+YAW_EDGES = (0.0, 15.0, 30.0, 45.0, 60.0, 91.0)  # |yaw| bins, degrees (SynthFace's meta.jsonl)
+SIZE_EDGES = (0.0, 40.0, 80.0, 160.0, float("inf"))  # sqrt(w h) bins of the true box, pixels
 Method = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]  # BGR image -> (boxes xyxy (M, 4), landmarks (M, 5, 2))
 
 
@@ -80,31 +94,58 @@ def measure(split: Path, methods: dict[str, Method], min_face: float, match_iou:
     if not labels.is_file():
         raise RetinaError(f"{split}: no label.txt with landmarks (the RetinaFace label layout)")
     entries = read_retinaface_labels(labels)[:max_images]
-    errors: dict[str, list[np.ndarray]] = {name: [] for name in methods}
+    yaws = _yaws(split, len(entries))
+    predicted: dict[str, list[np.ndarray]] = {name: [] for name in methods}
     seconds = dict.fromkeys(methods, 0.0)
-    sizes = []
-    for entry in tqdm(entries, desc="images", disable=not progress):
+    truth, boxes_all, yaw_all = [], [], []
+    for k, entry in enumerate(tqdm(entries, desc="images", disable=not progress)):
         keep = eligible(entry.boxes, entry.landmark_flags, min_face)
         boxes, marks = entry.boxes[keep], entry.landmarks[keep]
+        truth.append(marks)
+        boxes_all.append(boxes)
+        yaw_all.append(yaws[k][keep] if yaws is not None else np.full(len(boxes), np.nan))
         true_xyxy = np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
-        sizes.append(np.sqrt(boxes[:, 2] * boxes[:, 3]))
         image = read_image(split / "images" / entry.path)
         for name, method in methods.items():
             t0 = time.perf_counter()
             det_boxes, det_marks = method(image)
             seconds[name] += time.perf_counter() - t0
             index = match(true_xyxy, det_boxes, match_iou)
-            found = index >= 0
-            e = np.full(len(boxes), np.nan)
-            if found.any():
-                e[found] = nme(det_marks[index[found]], marks[found], boxes[found])
-            errors[name].append(e)
+            pred = np.full((len(boxes), 5, 2), np.nan)
+            pred[index >= 0] = det_marks[index[index >= 0]]
+            predicted[name].append(pred)
+    true = np.concatenate(truth) if truth else np.zeros((0, 5, 2))
+    boxes = np.concatenate(boxes_all) if boxes_all else np.zeros((0, 4))
+    preds = {name: np.concatenate(v) if v else np.zeros((0, 5, 2)) for name, v in predicted.items()}
+    if len(true):
+        preds[CONSTANT] = layout_in_boxes(normalised_layout(true, boxes).mean(0), boxes)
+    errors = {name: _nmes(p, true, boxes) for name, p in preds.items()}
     return {
         "images": len(entries),
-        "nme": {name: np.concatenate(v) if v else np.zeros(0) for name, v in errors.items()},
-        "face_px": np.concatenate(sizes) if sizes else np.zeros(0),
-        "seconds": seconds,
+        "nme": errors,
+        "face_px": np.sqrt(boxes[:, 2] * boxes[:, 3]),
+        "abs_yaw": np.abs(np.concatenate(yaw_all)) if yaw_all else np.zeros(0),
+        "iod": {name: inter_ocular(p, boxes) for name, p in {**preds, "true": true}.items()},
+        "seconds": {**seconds, CONSTANT: 0.0},
     }
+
+
+def _nmes(pred: np.ndarray, true: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(N,) NME per face, NaN where the method found no detection (its prediction is NaN)."""
+    out = np.full(len(true), np.nan)
+    found = ~np.isnan(pred).any(axis=(1, 2))
+    if found.any():
+        out[found] = nme(pred[found], true[found], boxes[found])
+    return out
+
+
+def _yaws(split: Path, n: int) -> list[np.ndarray] | None:
+    """Per image (label order) the faces' yaw in degrees, from a SynthFace ``meta.jsonl``; None without one."""
+    if not (split / "meta.jsonl").is_file():
+        return None
+    from retina.synth.splits import read_meta
+
+    return [np.array([f["pose_deg"]["yaw"] for f in m["faces"]], float) for m in read_meta(split)[:n]]
 
 
 def summarise(measured: dict[str, Any]) -> dict[str, Any]:
@@ -113,6 +154,7 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
     n = len(measured["face_px"])
     common = np.all([~np.isnan(v) for v in nmes.values()], axis=0) if nmes else np.zeros(0, bool)
     out: dict[str, Any] = {"faces_eligible": n, "faces_common": int(common.sum()), "methods": {}}
+    out["breakdown"] = breakdown(measured, common)
     for name, v in nmes.items():
         found = ~np.isnan(v)
         out["methods"][name] = {
@@ -124,6 +166,62 @@ def summarise(measured: dict[str, Any]) -> dict[str, Any]:
             "seconds_per_image": measured["seconds"][name] / max(1, measured["images"]),
         }
     return out
+
+
+def breakdown(measured: dict[str, Any], common: np.ndarray) -> dict[str, Any]:
+    """On the common faces: mean NME per method by |yaw| (when known) and by face size, and the mean predicted
+    and true inter-ocular distance (in sqrt(w h) units) by |yaw| with their correlation over faces."""
+    nmes, iod = measured["nme"], measured["iod"]
+    out: dict[str, Any] = {
+        "nme_by_size": {
+            name: binned_means(v[common], measured["face_px"][common], SIZE_EDGES) for name, v in nmes.items()
+        }
+    }
+    yaw = measured["abs_yaw"][common]
+    if len(yaw) and not np.isnan(yaw).all():
+        out["nme_by_abs_yaw"] = {name: binned_means(v[common], yaw, YAW_EDGES) for name, v in nmes.items()}
+        out["iod_by_abs_yaw"] = {name: binned_means(v[common], yaw, YAW_EDGES) for name, v in iod.items()}
+    true = iod["true"][common]
+    out["iod_correlation"] = {
+        name: float(np.corrcoef(v[common], true)[0, 1]) if common.sum() > 2 else None
+        for name, v in iod.items() if name not in ("true", CONSTANT)
+    }  # fmt: skip
+    return out
+
+
+def breakdown_tables(summary: dict[str, Any]) -> str:
+    """Markdown: NME by |yaw| and by face size, predicted vs true inter-ocular distance by |yaw|."""
+    b = summary["breakdown"]
+    parts = []
+    for key, title in (
+        ("nme_by_abs_yaw", "mean NME % by |yaw| (degrees)"),
+        ("nme_by_size", "mean NME % by sqrt(w h) (px)"),
+    ):
+        if key not in b:
+            continue
+        names = list(b[key])
+        bins = [e["bin"] for e in b[key][names[0]]]
+        rows = [[name, *(_cell(e) for e in b[key][name])] for name in names]
+        faces = [str(e["faces"]) for e in b[key][names[0]]]
+        parts.append(_md(["method (" + title + ")", *bins], [*rows, ["faces", *faces]]))
+    if "iod_by_abs_yaw" in b:
+        names = list(b["iod_by_abs_yaw"])
+        bins = [e["bin"] for e in b["iod_by_abs_yaw"][names[0]]]
+        rows = [[name, *(f"{e['mean']:.3f}" if e["mean"] is not None else "–" for e in b["iod_by_abs_yaw"][name])]
+                for name in names]  # fmt: skip
+        corr = ", ".join(f"{k} {v:.2f}" for k, v in b["iod_correlation"].items() if v is not None)
+        parts.append(_md(["inter-ocular distance / sqrt(w h), by |yaw|", *bins], rows)
+                     + f"\nCorrelation of predicted with true inter-ocular distance over faces: {corr}.\n")  # fmt: skip
+    return "\n".join(parts)
+
+
+def _cell(entry: dict[str, Any]) -> str:
+    return "–" if entry["mean"] is None else f"{100 * entry['mean']:.2f}"
+
+
+def _md(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
 
 
 def _pct(x: float) -> str:
@@ -141,8 +239,10 @@ def table(summary: dict[str, Any], data: str) -> str:
         lines.append(f"| {name} | {m['found']} / {summary['faces_eligible']} | {_pct(c['mean_nme'])} | "
                      f"{_pct(c['median_nme'])} | {_pct(c['failure_rate'])} | {c['auc_10']:.3f} | "
                      f"{_pct(own['mean_nme'])} | {m['seconds_per_image']:.2f} |")  # fmt: skip
+    note = (f"{CONSTANT}: the split's mean landmark layout (in box units) placed in the true box: a baseline that "
+            "knows the box and nothing of the face.")  # fmt: skip
     quoted = "; ".join(f"{k}: " + ", ".join(f"{m} {v}" for m, v in row.items()) for k, row in PAPER.items())
-    paper = ["", f"Common faces: {summary['faces_common']} found by every method. Data: {data}.", "",
+    paper = ["", f"Common faces: {summary['faces_common']} found by every method. Data: {data}. {note}", "",
              f"Paper (arXiv 1905.00641 section 4.5, other data, for reference): {quoted}."]  # fmt: skip
     return "\n".join(lines + paper) + "\n"
 
@@ -195,7 +295,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ced_grid": [float(x) for x in CED_GRID],
         "summary": summary,
         "paper": PAPER,
-        "table": table(summary, data),
+        "table": table(summary, data) + "\n" + breakdown_tables(summary),
         "data_content": content_id(SplitPaths.from_root(split)),
         "provenance": provenance(split=str(split)),
     }
