@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             "record": str(PUBLISHED.relative_to(REPO_ROOT)),
             "machine": pprov["machine"]["processor"],
             "git": pprov["git"],
-        },  # fmt: skip
+        },
         "same_weights": same_weights,
         "rerun_data_content": rerun.get("data_content"),
         "rows": compare(published, rerun),
