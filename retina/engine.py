@@ -329,8 +329,9 @@ def _session(ctx: _Context, saved: _Saved | None) -> _Session:
 
 def param_groups(model: nn.Module, cfg: TrainCfg) -> list[dict[str, Any]]:
     """The SGD parameter groups: every trained parameter at the schedule's rate, except a DCN model's offset/mask
-    convs, which get ``lr_scale = cfg.dcn_offset_lr`` (applied by ``_step``) and no weight decay, or are frozen at
-    zero (``requires_grad`` off) when it is 0. Without DCN: one group, as before."""
+    convs, which get ``lr_scale = cfg.dcn_offset_lr`` (applied by ``_step``) and no weight decay, or are frozen
+    (``requires_grad`` off: at zero in a new run, at their loaded values from ``--init-weights``) when it is 0.
+    Without DCN: one group, as before."""
     offsets = offset_parameters(model)
     if cfg.dcn_offset_lr == 0:
         for p in offsets:
