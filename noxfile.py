@@ -121,8 +121,9 @@ def ablation_landmarks(session: nox.Session) -> None:
 
 @nox.session
 def ablation_dcn(session: nox.Session) -> None:
-    """DCN off vs on (paper Table 3 "+DCN"); arguments as for ``ablation_landmarks``. The CPU setting has its own,
-    shorter schedule (a DCN step is ~15x slower on a CPU), 3 seeds, about 44 min on 2 cores; results in
+    """DCN off vs on (paper Table 3 "+DCN"), and on with the offsets frozen at zero (the control); arguments as for
+    ``ablation_landmarks``. The CPU setting has its own, shorter schedule (a DCN step is ~15x slower on a CPU), 3
+    seeds; with two DCN rows expect about 1.5x the 44 min that two rows took on 2 cores; results in
     results/ablations/dcn/."""
     _ablation(session, "dcn")
 

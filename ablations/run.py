@@ -10,7 +10,8 @@ differs (:mod:`ablations.variants`). Files under ``--out/<ablation>/`` (default 
 
     runs/<variant>/seed<k>/           the engine's run folder (checkpoints, metrics.jsonl, train_record.json)
     runs/<variant>/seed<k>/eval_<protocol>/   results.json, pr_curves.csv/png, predictions/
-    records/<variant>__seed<k>.json   one record per (variant, seed): APs, PR curves, configs, provenance
+    records/<variant>__seed<k>.json   one record per (variant, seed): APs, PR curves, configs, provenance, and
+                                      (rows after the baseline) the paired image bootstrap of the AP differences
     table.md, table.csv, table.json, pr_curves.png    (:mod:`retina.report.ablation_table`)
 
 Reruns skip finished records and resume unfinished trainings; a record or run made with other settings is
@@ -40,7 +41,16 @@ from retina.data.dataset import SplitPaths
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit
 from retina.protocols import PROTOCOLS
-from retina.results import REPO_ROOT, file_id, provenance, staged_folder, write_json
+from retina.results import (
+    REPO_ROOT,
+    file_id,
+    history_commits,
+    provenance,
+    require_clean_tree,
+    require_one_clean_commit,
+    staged_folder,
+    write_json,
+)
 
 DEFAULT_OUT = REPO_ROOT / "results" / "ablations"
 DEV_ROOT = REPO_ROOT.parent / "shared" / "data" / "widerface"
@@ -134,6 +144,8 @@ def run_key(plan: Plan, variant: Variant) -> str:
         content["mesh_decoder_init"] = file_id(DEFAULT_DECODER)
     if plan.real_split is not None:  # absent: the keys of records without a real evaluation are unchanged
         content["real"] = plan.real_split.label
+    if variant.model.neck.dcn:  # named at its default too: DCN records from before it trained the offsets at 1x
+        content["dcn_offset_lr"] = variant.train.dcn_offset_lr
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -172,6 +184,7 @@ def _trained(out: Path, variant: Variant, data: SplitPaths) -> bool:
         rec.get("model_cfg_hash") == config_hash(variant.model)
         and rec.get("train_cfg_hash") == config_hash(variant.train)
         and rec.get("data", {}).get("fingerprint", {}).get("sha256") == data_fingerprint(data)["sha256"]
+        and (not variant.model.neck.dcn or rec.get("dcn_offset_lr") == variant.train.dcn_offset_lr)
     )
     if not same:
         raise RetinaError(f"{out} holds a training with other settings; use another --out or remove it")
@@ -275,7 +288,9 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
             "wall_s": train_seconds,
             "final_losses": train_record["final_losses"],
             "run_dir": str(out),
+            "git": history_commits(train_record),
         },
+        **({"dcn_offsets": dcn_offsets(out)} if variant.model.neck.dcn else {}),
         "backbone_init": file_id(plan.pretrained_backbone),
         "eval": {"wall_s": eval_seconds, "results": str(paths["json"])},
         "provenance": provenance(ablation=plan.ablation.name, variant=variant.key, seed=seed),
@@ -284,6 +299,20 @@ def evaluate_one(plan: Plan, base: Variant, seed: int, train_seconds: float | No
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     return write_json(record_path(plan, variant, seed), record)
+
+
+OFFSET_KEYS = ("dcn_offset_max", "dcn_offset_mean", "dcn_mask_min", "dcn_mask_max")
+
+
+def dcn_offsets(out: Path) -> dict[str, Any]:
+    """What a DCN run's offsets did (``metrics.jsonl``): the last logged line's statistics, and the largest
+    |offset| of the whole run (pixels of each DCN layer's input)."""
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    logged = [m for m in lines if all(k in m for k in OFFSET_KEYS)]
+    if not logged:
+        return {}
+    return {"final": {k: logged[-1][k] for k in OFFSET_KEYS}, "iteration": logged[-1]["iteration"],
+            "run_offset_max": max(m["dcn_offset_max"] for m in logged)}  # fmt: skip
 
 
 def _dense(plan: Plan, variant: Variant, detector: Any) -> dict[str, Any] | None:
@@ -374,13 +403,62 @@ def run(plan: Plan, jobs: int = 1) -> list[Path]:
             return []
         for variant, seed in todo:
             _report(plan, variant, seed, evaluate_one(plan, variant, seed, seconds[(variant.key, seed)]))
+    add_bootstraps(plan)
     return [record_path(plan, v, s) for s in plan.setting.seeds for v in plan.variants]
 
 
-def publish(folder: Path, dest: Path) -> Path:
-    """Copy ``folder``'s records and table into ``dest`` (the committed copy), replacing it in one rename."""
+BOOTSTRAP_DRAWS, BOOTSTRAP_SEED = 1000, 0
+
+
+def add_bootstraps(plan: Plan, n: int = BOOTSTRAP_DRAWS) -> None:
+    """Give each non-baseline record without one the paired image bootstrap of its AP differences to the same-seed
+    baseline (``bootstrap``; ``real.bootstrap`` on the real split), from the two evaluations' prediction folders;
+    records whose folders are gone (copied records) are left as they are. The same image draws for every record."""
+    base, protocol = plan.variants[0], plan.setting.protocol
+    for seed in plan.setting.seeds:
+        base_dir = run_dir(plan, seeded(base, seed), seed)
+        for variant in plan.variants[1:]:
+            path = record_path(plan, variant, seed)
+            if not path.is_file():
+                continue
+            record, folder = json.loads(path.read_text()), run_dir(plan, seeded(variant, seed), seed)
+            against = f"{base.key} seed {seed}"
+            before = json.dumps(record, sort_keys=True)
+            if "bootstrap" not in record:
+                record |= _paired(base_dir / f"eval_{protocol}", folder / f"eval_{protocol}", n, against)
+            if "real" in record and "bootstrap" not in record["real"]:
+                record["real"] |= _paired(base_dir / f"real_{protocol}", folder / f"real_{protocol}", n, against)
+            if json.dumps(record, sort_keys=True) != before:
+                write_json(path, record)
+
+
+def _paired(base: Path, variant: Path, n: int, against: str) -> dict[str, Any]:
+    """``{"bootstrap": ...}``: the paired bootstrap of AP(variant) - AP(base) per setting (fractions), or ``{}``
+    when either evaluation folder is missing."""
+    from retina.commands.compare import paired, read_results
+    from retina.eval.bootstrap import record
+
+    if not ((base / "results.json").is_file() and (variant / "results.json").is_file()):
+        return {}
+    (_, a), (_, b) = read_results(base), read_results(variant)
+    intervals = paired(a, b, n, BOOTSTRAP_SEED)
+    difference = {s: intervals[s]["difference"].to_dict() for s in intervals}
+    return {"bootstrap": {**record(n, BOOTSTRAP_SEED, 0.95), "against": against, "difference": difference}}
+
+
+def publish(folder: Path, dest: Path, allow_dirty: bool = False) -> Path:
+    """Copy ``folder``'s records and table into ``dest`` (the committed copy), replacing it in one rename.
+
+    Refused (unless ``allow_dirty``) when a record was trained or evaluated in a dirty tree, or the records come
+    from more than one commit: a published table's rows are tied to one commit's code.
+    """
     import shutil
 
+    sources = {}
+    for path in sorted((folder / "records").glob("*.json")):
+        record = json.loads(path.read_text())
+        sources[path.stem] = [record["provenance"]["git"], *record["train"].get("git", [])]
+    require_one_clean_commit(f"publishing {folder}", sources, allow_dirty)
     with staged_folder(dest) as tmp:
         shutil.copytree(folder / "records", tmp / "records")
         for name in ("table.md", "table.csv", "table.json"):
@@ -429,8 +507,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--publish",
         action="store_true",
-        help="copy the records and the table into reports/records/ablations/<name>/ (committed)",
+        help="copy the records and the table into reports/records/ablations/<name>/ (committed); refused unless "
+        "the tree is clean and every record comes from one clean commit",
     )
+    p.add_argument("--allow-dirty", action="store_true", help="publish anyway (records name the diff's sha256)")
     return p
 
 
@@ -532,6 +612,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     t0 = time.perf_counter()
     try:
+        if args.publish:  # before hours of training, not after
+            require_clean_tree("ablations.run --publish", args.allow_dirty)
         plan = make_plan(args)
         if args.threads is not None:
             import torch
@@ -548,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(written["md"].read_text())
             print("written: " + ", ".join(str(p) for p in written.values()))
         if args.publish and int(os.environ.get("RANK", "0")) == 0:
-            print(f"published: {publish(plan.out, PUBLISHED / args.ablation)}")
+            print(f"published: {publish(plan.out, PUBLISHED / args.ablation, args.allow_dirty)}")
     except RetinaError as exc:
         print(f"ablations.run: error: {exc}", file=sys.stderr)
         return 2

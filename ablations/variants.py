@@ -27,7 +27,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from retina.config import PRESETS, TRAIN_PRESETS, DetectorCfg, TrainCfg, preset
+from retina.config import DCN_OFFSET_LR, PRESETS, TRAIN_PRESETS, DetectorCfg, TrainCfg, preset
 from retina.paper import PAPER_TABLE3
 from retina.protocols import PROTOCOLS
 from retina.synth.config import SYNTH_PRESETS, SynthCfg
@@ -293,14 +293,21 @@ ABLATIONS: MappingProxyType[str, Ablation] = MappingProxyType(
         ),
         "dcn": Ablation(
             name="dcn",
-            field="model.neck.dcn",
-            rows=(("no_dcn", "FPN+Context", False), ("dcn", "+DCN", True)),
+            field=("model.neck.dcn", "train.dcn_offset_lr"),
+            rows=(
+                ("no_dcn", "FPN+Context", (False, DCN_OFFSET_LR)),
+                ("dcn", f"+DCN (offsets at {DCN_OFFSET_LR:g}x lr)", (True, DCN_OFFSET_LR)),
+                # the control: DCN layers whose offsets stay 0 and mask 1 compute the baseline's function from the
+                # baseline's initial weights (paired initialisation), so it must reproduce the baseline's AP
+                ("dcn_frozen", "+DCN, offsets frozen at 0 (control)", (True, 0.0)),
+            ),
             paper_rows=("FPN+Context", "+DCN"),
             # DCN makes a CPU training step ~15x slower (torchvision's deform_conv2d, one thread, 256 px): this
             # ablation gets its own budget, 320 iterations of batch 8, from the same shared backbone.
             cpu=_cpu_setting(320),
             paper=_PAPER_SETTING,
-            description="deformable convolution (DCNv2) in the FPN merge and context convs: off vs on",
+            description="deformable convolution (DCNv2) in the FPN merge and context convs: off, on (offset/mask "
+            "convs at their own learning-rate multiple, no weight decay), and on with the offsets frozen at zero",
         ),
         "mesh": Ablation(
             name="mesh",

@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.api import Detector
 from retina.eval.transfer import _iou
 from retina.results import REPO_ROOT, file_id, provenance, write_json
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default="default", help="SynthFace preset of the val split (its box convention)")
     p.add_argument("--max-images", type=int, default=200)
     p.add_argument("--publish", action="store_true")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
+    if args.publish:
+        require_clean(p, "benchmarks/box_convention.py --publish", args.allow_dirty)
     if not args.weights.is_file():
         print(f"box_convention: no WIDER-trained weights at {args.weights} (pass --weights)", file=sys.stderr)
         return 2

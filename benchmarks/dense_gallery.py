@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.api import Detector
 from retina.dense.accuracy import DenseCfg, FaceMatches, face_errors, match_faces, scored_faces, true_mesh
 from retina.dense.crops import crop_camera, square_crops
@@ -92,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT, help="a mesh-head checkpoint")
     p.add_argument("--images", type=int, default=3, help="how many val images (the first ones)")
     p.add_argument("--publish", action="store_true", help="write into reports/records/dense_gallery/ (committed)")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
+    if args.publish:
+        require_clean(p, "benchmarks/dense_gallery.py --publish", args.allow_dirty)
     if not args.checkpoint.is_file():
         print(f"dense_gallery: no checkpoint {args.checkpoint}; run nox -s ablation_mesh first", file=sys.stderr)
         return 2

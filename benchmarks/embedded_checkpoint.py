@@ -27,12 +27,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.api import Detector
 from retina.build import build_detector
 from retina.checkpoint import load_weights, read_checkpoint, save_checkpoint
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit, evaluate_detector
-from retina.results import REPO_ROOT, file_id, file_sha256, provenance, write_bytes, write_json
+from retina.results import REPO_ROOT, file_id, file_sha256, history_commits, provenance, write_bytes, write_json
 from retina.synth.splits import default_split
 
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"
@@ -136,12 +137,18 @@ def evaluate_record(packaged: Packaged, command: str) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished `retina train` run folder")
     parser.add_argument("--command", default="nox -s train  (= retina train --preset mobilenet0.25 --recipe "
                         "synth-cpu --out runs/mobilenet0.25_synthface)")  # fmt: skip
-    args = parser.parse_args()
+    add_allow_dirty(parser)
+    args = parser.parse_args(argv)
+    try:  # the committed checkpoint: from a clean tree, trained at one clean commit
+        made_by = {str(args.run): history_commits(finished_record(args.run))}
+    except RetinaError as exc:
+        parser.error(str(exc))
+    require_clean(parser, "benchmarks/embedded_checkpoint.py (writes retina/weights/)", args.allow_dirty, made_by)
     try:
         packaged = package_run(args.run)
     except RetinaError as exc:

@@ -23,8 +23,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
 import numpy as np
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.data.widerface import SETTINGS, GroundTruth, load_ground_truth, read_predictions, write_predictions
 from retina.eval.synthetic import DegradeConfig, degraded_predictions
 from retina.eval.widerface import evaluate, match_predictions, voc_ap
@@ -114,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", action="store_true",
                         help="write reports/records/eval_speed/eval_speed.{json,csv} (committed); uses the "
                              "synthetic ground truth, so that any clone can rerun it")  # fmt: skip
+    add_allow_dirty(parser)
     args = parser.parse_args(argv)
     if args.publish:
+        require_clean(parser, "benchmarks/eval_speed.py --publish", args.allow_dirty)
         args.out = REPO_ROOT / "reports" / "records" / "eval_speed" / "eval_speed"
 
     stages: dict[str, list[float]] = {}

@@ -18,6 +18,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.api import Detector
 from retina.results import REPO_ROOT, file_sha256, provenance, write_bytes, write_json
 from retina.synth.splits import default_split
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=3, help="how many val images (the first of each scene kind)")
     p.add_argument("--publish", action="store_true", help="write into reports/records/gallery/ (committed)")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
+    if args.publish:
+        require_clean(p, "benchmarks/gallery.py --publish", args.allow_dirty)
     out = REPO_ROOT / ("reports/records" if args.publish else "results") / "gallery"
     val = default_split("val")
     events = sorted(d for d in (val / "images").iterdir() if d.is_dir())

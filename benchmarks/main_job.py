@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.results import REPO_ROOT, provenance, write_bytes, write_json
 
 COMMAND = ["retina", "evaluate", "--no-progress"]
@@ -43,7 +44,10 @@ def timed_main_job(out: Path) -> tuple[float, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--publish", action="store_true", help="write into reports/records/ (committed) instead")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
+    if args.publish:
+        require_clean(p, "benchmarks/main_job.py --publish", args.allow_dirty)
     prov = provenance(cache="cold: an empty RETINA_CACHE", load_avg_before=list(os.getloadavg()))
     records = REPO_ROOT / ("reports/records" if args.publish else "results")
     evaluation = REPO_ROOT / "results" / "widerface_eval" / EVAL_NAME

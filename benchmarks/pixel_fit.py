@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.config import PixelCfg
 from retina.results import REPO_ROOT, provenance, write_json
 
@@ -289,10 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", type=Path, default=None, help="a SynthFace split folder (default: the ablation val)")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / RECORD)
     p.add_argument("--publish", action="store_true", help=f"write reports/records/{RECORD} (committed) instead")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
     if args.images < 1 or args.steps < 0 or args.lr <= 0 or args.crop < 8:
         p.error("--images must be >= 1, --steps >= 0, --lr > 0 and --crop >= 8")
     if args.publish:
+        require_clean(p, "benchmarks/pixel_fit.py --publish", args.allow_dirty)
         args.out = REPO_ROOT / "reports" / "records" / RECORD
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

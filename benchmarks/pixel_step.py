@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import torch
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.results import REPO_ROOT, provenance, write_json
 
 PRESET = "mobilenet0.25-mesh"
@@ -210,10 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--w-pixel", type=float, default=0.01, help="pixel loss weight of the session with it")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / RECORD)
     p.add_argument("--publish", action="store_true", help=f"write reports/records/{RECORD} (committed) instead")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
     if args.blocks < 1 or args.steps < 1 or args.w_pixel <= 0:
         p.error("--blocks and --steps must be >= 1 and --w-pixel > 0")
     if args.publish:
+        require_clean(p, "benchmarks/pixel_step.py --publish", args.allow_dirty)
         args.out = REPO_ROOT / "reports" / "records" / RECORD
     torch.set_num_threads(args.threads)
     prov = provenance(device="cpu", threads=args.threads, load_avg_before=list(os.getloadavg()))  # the code that ran

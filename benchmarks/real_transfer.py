@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.api import Detector
 from retina.config import PostCfg
 from retina.data.widerface import load_ground_truth, read_predictions
@@ -138,7 +139,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-synth", action="store_true", help="skip the SynthFace val column")
     p.add_argument("--out", type=Path, default=Path("results") / "real_transfer")
     p.add_argument("--publish", action="store_true", help="also write the record into reports/records/real_transfer/")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
+    if args.publish:
+        require_clean(p, "benchmarks/real_transfer.py --publish", args.allow_dirty)
     if args.weights is None:
         args.weights = [DEFAULT_WEIGHTS, *([BIUBUG6] if BIUBUG6.is_file() else [])]
         args.names = args.names or [

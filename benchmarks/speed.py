@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from benchmarks.timing import (
     DEFAULT_IMAGE,
     DEFAULT_WEIGHTS,
@@ -375,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--out", type=Path, default=None, help="records folder (default results/speed/<machine>)")
         p.add_argument("--warmup", type=int, default=2)
         p.add_argument("--publish", action="store_true", help="records into reports/records/speed/<machine>/")
+        add_allow_dirty(p)
     grid.add_argument("--presets", default=",".join(GRID_PRESETS))
     grid.add_argument("--sizes", default=",".join(SIZES), help="vga, hd, 4k or WxH")
     grid.add_argument("--settings", default=",".join(CPU_SETTINGS + GPU_SETTINGS))
@@ -396,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.publish and args.out is not None:
         parser.error("--out and --publish exclude each other")
+    if args.publish:
+        require_clean(parser, f"benchmarks/speed.py {args.command} --publish", args.allow_dirty)
     base = REPO_ROOT / ("reports/records" if args.publish else "results") / "speed"
     args.out = args.out or base / machine_tag()
     if args.image is not None and not args.image.is_file():

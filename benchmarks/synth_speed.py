@@ -19,8 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
+
 import numpy as np
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from retina.results import REPO_ROOT, provenance, write_json
 from retina.synth.splits import SYNTH_PRESETS, generate_split, read_meta
 
@@ -60,8 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", type=Path, default=None, help="generate here (and keep) instead of a temporary folder")
     p.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "benchmarks" / "synth_speed.json")
     p.add_argument("--publish", action="store_true", help="write into reports/records/synth_speed/ (committed)")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
     if args.publish:
+        require_clean(p, "benchmarks/synth_speed.py --publish", args.allow_dirty)
         name = f"{args.split}_{args.images}_images_{args.workers}_workers.json"
         args.out = REPO_ROOT / "reports" / "records" / "synth_speed" / name
     prov = provenance()  # before the run: the code that ran, not what the tree became meanwhile

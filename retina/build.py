@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from retina.config import DetectorCfg
@@ -12,6 +11,7 @@ from retina.models.context import ContextModule
 from retina.models.detector import RetinaFace
 from retina.models.fpn import FPN
 from retina.models.mesh_decoder import FaceDecoder
+from retina.models.rng import isolated_rng
 
 
 def build_detector(cfg: DetectorCfg) -> RetinaFace:
@@ -34,6 +34,6 @@ def build_detector(cfg: DetectorCfg) -> RetinaFace:
     anchors = cfg.priors.anchors_per_location
     decoder = None
     if cfg.head.mesh:  # its random init must not shift the heads' (same seed, same detector weights as without)
-        with torch.random.fork_rng(devices=[]):
+        with isolated_rng():
             decoder = FaceDecoder(default_hierarchy())
     return RetinaFace(backbone, fpn, contexts, neck.channels, anchors, cfg.head.shared, mesh_decoder=decoder)

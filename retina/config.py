@@ -361,6 +361,10 @@ class PixelCfg:
             raise ValueError(f"min_face must be >= 1 and crop_margin > 0, got {self.min_face}, {self.crop_margin}")
 
 
+# Learning-rate multiplier of DCN offset/modulation convs (TrainCfg.dcn_offset_lr), chosen by benchmarks/dcn_offsets.py.
+DCN_OFFSET_LR = 0.1
+
+
 @dataclass(frozen=True)
 class TrainCfg:
     """Schedule, optimiser and run settings (not architecture: those do not enter the model's hash).
@@ -368,6 +372,14 @@ class TrainCfg:
     The learning-rate schedule is the paper's, scaled to the run length: linear warm-up from ``warmup_lr``
     to ``lr`` over the first ``warmup_fraction`` of the iterations (paper: 5 of 80 epochs), then divided by
     10 at each fraction in ``step_fractions`` (paper: epochs 55 and 68 of 80).
+
+    ``dcn_offset_lr``: a DCN model's offset/modulation convs (``retina.models.dcn``) train in their own SGD group
+    at this multiple of the learning rate and without weight decay, as the deformable-conv papers train them; 0
+    freezes them at zero (the layer stays its plain conv). The default is measured (``benchmarks/dcn_offsets.py``):
+    at 1x the offsets run to many feature pixels within the warm-up and the masks saturate at 0 and 2, and the loss
+    falls behind the plain model's. Models without DCN ignore it, and it is
+    left out of ``to_dict`` at its default, so their configs hash as before; a DCN run's records name it
+    explicitly (``retina.engine``, the ablation runner's key).
     """
 
     recipe: str = "paper"
@@ -386,10 +398,13 @@ class TrainCfg:
     loss: LossCfg = field(default_factory=LossCfg)
     augment: AugmentCfg = field(default_factory=AugmentCfg)
     pixel: PixelCfg = field(default_factory=PixelCfg, metadata={"omit_default": True})
+    dcn_offset_lr: float = field(default=DCN_OFFSET_LR, metadata={"omit_default": True})
 
     def __post_init__(self) -> None:
         if self.batch_size <= 0 or self.epochs <= 0 or self.lr <= 0:
             raise ValueError("batch_size, epochs and lr must be positive")
+        if not 0.0 <= self.dcn_offset_lr < float("inf"):
+            raise ValueError(f"dcn_offset_lr must be finite and >= 0 (0: offsets frozen), got {self.dcn_offset_lr}")
         if self.max_iterations is not None and self.max_iterations <= 0:
             raise ValueError(f"max_iterations must be positive, got {self.max_iterations}")
         if not 0.0 <= self.warmup_fraction < 1.0 or any(not 0.0 < f <= 1.0 for f in self.step_fractions):

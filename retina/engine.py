@@ -51,6 +51,7 @@ from retina.data.dataset import (
 from retina.dense.pixel import pixel_loss, select_faces
 from retina.errors import RetinaError
 from retina.losses import assign, losses, weighted_total
+from retina.models.dcn import OffsetMonitor, offset_parameters
 from retina.models.mesh_decoder import load_mesh_decoder
 from retina.preprocess import normalize
 from retina.priors import make_priors
@@ -161,6 +162,7 @@ class _Session:
     start: int
     meta: dict[str, Any]
     history: History
+    offsets: OffsetMonitor | None = None  # a DCN model's offset statistics, logged with the losses
 
 
 class _Throughput:
@@ -235,6 +237,11 @@ def _resume_point(ctx: _Context) -> _Saved | None:
     _check_same(ctx.last, "model config", cfg, ctx.model_cfg)
     _check_same(ctx.last, "training recipe", from_dict(TrainCfg, extra["train_cfg"]), ctx.train_cfg)
     _check_same_data(ctx, extra.get("data_fingerprint"))
+    if ctx.model_cfg.neck.dcn and "dcn_offset_lr" not in payload.get("provenance", {}):
+        raise RetinaError(
+            f"{ctx.last}: a DCN run from before the offsets had their own learning rate (they trained at 1x, with "
+            "weight decay); it cannot continue under this code: use another --out"
+        )
     history = extra.get("history") or {"invocations": [], "saves": []}  # none in runs from before the records
     starting = payload.get("provenance", {}).get("starting_weights")
     _check_same_start(ctx, starting)
@@ -301,15 +308,13 @@ def _already_finished(ctx: _Context, iteration: int) -> dict[str, Any]:
 def _session(ctx: _Context, saved: _Saved | None) -> _Session:
     """Build the model and optimiser (from ``saved`` when resuming), place them, and open the records."""
     cfg = ctx.train_cfg
-    torch.manual_seed(cfg.seed)
-    model = build_detector(ctx.model_cfg)
-    if ctx.run.pretrained_backbone is not None:
-        load_pretrained_backbone(model, ctx.run.pretrained_backbone)
+    model = initial_model(ctx.model_cfg, cfg.seed, ctx.run.pretrained_backbone)
     _prepare_decoder(ctx, model)
     if ctx.run.init_weights is not None and saved is None:
         _load_init_weights(model, ctx.model_cfg, ctx.run.init_weights)
-    trained = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.SGD(
+        param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    )
     if saved is not None:
         load_weights(model, saved.state, str(ctx.last))
         optimizer.load_state_dict(saved.optimizer)
@@ -326,7 +331,34 @@ def _session(ctx: _Context, saved: _Saved | None) -> _Session:
     _trim_metrics(ctx, start)
     history = _open_history(ctx, saved, start)
     meta = _meta(ctx, saved.starting_weights if saved is not None else _starting_weights(ctx.run))
-    return _Session(ctx, model, net, optimizer, _loader(ctx, start), priors, autocast, start, meta, history)
+    offsets = OffsetMonitor(model) if offset_parameters(model) else None
+    return _Session(ctx, model, net, optimizer, _loader(ctx, start), priors, autocast, start, meta, history, offsets)
+
+
+def param_groups(model: nn.Module, cfg: TrainCfg) -> list[dict[str, Any]]:
+    """The SGD parameter groups: every trained parameter at the schedule's rate, except a DCN model's offset/mask
+    convs, which get ``lr_scale = cfg.dcn_offset_lr`` (applied by ``_step``) and no weight decay, or are frozen
+    (``requires_grad`` off: at zero in a new run, at their loaded values from ``--init-weights``) when it is 0.
+    Without DCN: one group, as before."""
+    offsets = offset_parameters(model)
+    if cfg.dcn_offset_lr == 0:
+        for p in offsets:
+            p.requires_grad_(False)
+    own = {id(p) for p in offsets}
+    groups: list[dict[str, Any]] = [{"params": [p for p in model.parameters() if p.requires_grad and id(p) not in own]}]
+    if offsets and cfg.dcn_offset_lr > 0:
+        groups.append({"params": offsets, "lr_scale": cfg.dcn_offset_lr, "weight_decay": 0.0})
+    return groups
+
+
+def initial_model(model_cfg: DetectorCfg, seed: int, pretrained_backbone: Path | None = None) -> nn.Module:
+    """The model a new run starts from (before its mesh decoder and ``--init-weights``, which are files): built
+    right after ``torch.manual_seed(seed)``, then the pre-trained backbone loaded when one is given."""
+    torch.manual_seed(seed)
+    model = build_detector(model_cfg)
+    if pretrained_backbone is not None:
+        load_pretrained_backbone(model, pretrained_backbone)
+    return model
 
 
 def _load_init_weights(model: nn.Module, model_cfg: DetectorCfg, path: Path) -> None:
@@ -449,6 +481,8 @@ def _meta(ctx: _Context, starting_weights: dict[str, Any] | None) -> dict[str, A
         "device": str(ctx.device),
         "starting_weights": starting_weights,
         **({"mesh_decoder_init": file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
+        # named even at its default (to_dict leaves that out): runs from before it trained the offsets at 1x
+        **({"dcn_offset_lr": ctx.train_cfg.dcn_offset_lr} if ctx.model_cfg.neck.dcn else {}),
     }
 
 
@@ -514,7 +548,7 @@ def _step(
     if cfg.freeze_bn:
         _freeze_bn(s.net)
     for group in s.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # DCN offsets: their own multiple (param_groups)
     images = images.to(ctx.device, non_blocking=True)
     x = normalize(images, ctx.model_cfg.input)
     with s.autocast:
@@ -584,6 +618,8 @@ def _log(
     record |= {"images_per_s": meter.rate(), "positives": float(counts[0])}
     if "pixel" in parts:
         record["rendered_faces"] = float(counts[2])
+    if s.offsets is not None:  # rank 0's forwards since the last line
+        record |= s.offsets.read()
     if ctx.dist.main:
         with ctx.metrics_path.open("a") as f:
             f.write(json.dumps(record) + "\n")

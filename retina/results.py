@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -28,23 +28,82 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def git_commit(root: Path = REPO_ROOT) -> dict[str, Any]:
-    """``{"commit": sha or None, "dirty": bool or None}`` for the checkout holding this package."""
+def git_commit(root: Path | None = None) -> dict[str, Any]:
+    """``{"commit": sha or None, "dirty": bool or None}`` for the checkout holding this package; when tracked files
+    differ from the commit, also ``"diff_sha256"`` (of ``git diff HEAD --binary``) and ``"changed"`` (their paths),
+    so that a record made in a dirty tree still names the code it ran."""
+    root = root or REPO_ROOT
     try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-        return {"commit": sha, "dirty": bool(status.strip())}
+        sha = _git(root, "rev-parse", "HEAD").decode().strip()
+        if not _git(root, "status", "--porcelain", "--untracked-files=no").strip():
+            return {"commit": sha, "dirty": False}
+        changed = _git(root, "diff", "HEAD", "--name-only", "-z").decode().split("\0")
+        diff = hashlib.sha256(_git(root, "diff", "HEAD", "--binary")).hexdigest()
+        return {"commit": sha, "dirty": True, "diff_sha256": diff, "changed": [c for c in changed if c]}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+def _git(root: Path, *args: str) -> bytes:
+    return subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=30, check=True).stdout
+
+
+def describe_git(git: Mapping[str, Any] | None) -> str:
+    """A record's code in words: the commit (10 digits), and for a dirty tree its diff's sha256 and changed files
+    (or that the record predates them)."""
+    git = git or {}
+    commit = str(git.get("commit") or "unknown")[:10]
+    if not git.get("dirty"):
+        return commit
+    if "diff_sha256" not in git:
+        return f"{commit} (dirty tree; no diff recorded)"
+    files = ", ".join(git.get("changed", [])[:6]) + (", ..." if len(git.get("changed", [])) > 6 else "")
+    return f"{commit} (dirty: diff sha256 {git['diff_sha256'][:12]}, files {files})"
+
+
+def require_clean_tree(what: str, allow_dirty: bool = False, root: Path | None = None) -> dict[str, Any]:
+    """The checkout's :func:`git_commit`; a RetinaError when its tracked files differ from the commit (a published
+    record could not be tied to code) unless ``allow_dirty``: then records carry the diff's sha256 and files."""
+    from retina.errors import RetinaError
+
+    git = git_commit(root)
+    if git["commit"] is None:
+        raise RetinaError(f"{what}: not in a git checkout (or git is missing): its records could not name their code")
+    if git["dirty"] and not allow_dirty:
+        files = " ".join(git["changed"][:10]) + (" ..." if len(git["changed"]) > 10 else "")
+        raise RetinaError(
+            f"{what}: tracked files differ from commit {git['commit'][:10]} ({files}); commit them first, or pass "
+            "--allow-dirty (records then name the diff's sha256 and the changed files)"
+        )
+    return git
+
+
+def history_commits(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The distinct ``git`` entries of a training record's ``history`` (each invocation's start, each save)."""
+    history = record.get("history") or {}
+    gits = [e["git"] for key in ("invocations", "saves") for e in history.get(key, []) if "git" in e]
+    return list({json.dumps(g, sort_keys=True): g for g in gits}.values())
+
+
+def require_one_clean_commit(what: str, sources: Mapping[str, Sequence[Mapping[str, Any]]], allow_dirty: bool) -> None:
+    """A RetinaError, unless ``allow_dirty``, when the records to publish (name -> the ``git`` entries of what made
+    it: training, evaluation) were made in a dirty tree, or not all at one commit."""
+    from retina.errors import RetinaError
+
+    if allow_dirty:
+        return
+    dirty = sorted(name for name, gits in sources.items() if any(g.get("dirty") is not False for g in gits))
+    if dirty:
+        raise RetinaError(f"{what}: made in a dirty tree (or without a commit): {', '.join(dirty)}; rerun them from a "
+                          "clean commit, or pass --allow-dirty")  # fmt: skip
+    commits: dict[str, list[str]] = {}
+    for name, gits in sorted(sources.items()):
+        for commit in dict.fromkeys(str(g.get("commit"))[:10] for g in gits):
+            commits.setdefault(commit, []).append(name)
+    if len(commits) > 1:
+        made = "; ".join(f"{c}: {', '.join(names)}" for c, names in commits.items())
+        raise RetinaError(f"{what}: made at {len(commits)} commits ({made}); every row of a table must come from "
+                          "one commit: rerun the others, or pass --allow-dirty")  # fmt: skip
 
 
 # module -> the distributions that install it (the first one installed is reported)

@@ -11,7 +11,7 @@ import pytest
 from ablations import run as runner
 from ablations.variants import ABLATIONS, Setting, replace_path
 from retina.cli import main as cli_main
-from retina.config import AugmentCfg, TrainCfg, to_dict
+from retina.config import DCN_OFFSET_LR, AugmentCfg, TrainCfg, to_dict
 from retina.data.dataset import SplitPaths
 from retina.errors import RetinaError
 from retina.evaluate import EvalSplit
@@ -54,7 +54,8 @@ def test_the_two_tables_ablate_what_the_paper_does():
     lm = ABLATIONS["landmarks"].variants(ABLATIONS["landmarks"].cpu)
     assert [v.train.loss.w_landmarks for v in lm] == [0.0, 0.1]
     dcn = ABLATIONS["dcn"].variants(ABLATIONS["dcn"].paper)
-    assert [v.model.neck.dcn for v in dcn] == [False, True]
+    assert [v.model.neck.dcn for v in dcn] == [False, True, True]  # the third: offsets frozen (the control)
+    assert [v.train.dcn_offset_lr for v in dcn][1:] == [DCN_OFFSET_LR, 0.0]
     assert dcn[0].model.name == "resnet50-paper" and dcn[0].train.epochs == 80
     # the paper's text: landmark regression raises hard AP by 0.408 (on top of +DCN)
     assert PAPER_TABLE3["+Lpts"]["hard"] - PAPER_TABLE3["+DCN"]["hard"] == pytest.approx(0.408)

@@ -146,3 +146,35 @@ def test_paired_difference_of_a_set_with_itself_is_exactly_zero_and_pairing_narr
         diff = paired[s]["difference"]
         assert diff.estimate == pytest.approx(paired[s]["b"].estimate - paired[s]["a"].estimate)
         assert diff.high - diff.low < alone[s].high - alone[s].low
+
+
+def test_hand_worked_paired_difference(monkeypatch):
+    """Two images, each with one face. A finds image 0's face only (score 0.9; a false positive at 0.8 on image 1);
+    B finds both faces (0.9, 0.8). Draws [0, 0], [1, 1], [0, 1] (as multiplicities [2, 0], [0, 2], [1, 1]):
+    AP(A) = 1, 0, 0.5 (test_hand_worked_two_images); AP(B) = 1, 1, 1; B - A = 0, 1, 0.5. The percentile interval
+    of {0, 0.5, 1} at 95%: numpy's linear interpolation puts the 2.5th percentile at 0.025 and the 97.5th at 0.975;
+    the sample std is 0.5."""
+    gt = _gt([[[10, 10, 20, 20]], [[50, 50, 20, 20]]])
+    a = [np.array([[10, 10, 20, 20, 0.9]]), np.array([[0, 0, 5, 5, 0.8]])]
+    b = [np.array([[10, 10, 20, 20, 0.9]]), np.array([[50, 50, 20, 20, 0.8]])]
+    monkeypatch.setattr(bootstrap, "draws", lambda n_images, n, seed: np.array([[2, 0], [0, 2], [1, 1]]))
+    out = bootstrap.paired_bootstrap(a, b, gt, n=3)
+    for s in SETTINGS:
+        diff = out[s]["difference"]
+        assert (out[s]["a"].estimate, out[s]["b"].estimate, diff.estimate) == (0.5, 1.0, 0.5)
+        assert (diff.low, diff.high) == pytest.approx((0.025, 0.975), abs=1e-12)
+        assert diff.std == pytest.approx(0.5) and diff.draws == 3
+
+
+def test_percentile_interval_against_a_float64_reference():
+    """``interval`` against a sorted-list reference of the linear-interpolation percentile, in float64."""
+    values = np.random.default_rng(4).normal(size=997)
+
+    def percentile(q: float) -> float:
+        ordered = sorted(float(v) for v in values)
+        position = q / 100 * (len(ordered) - 1)
+        low = int(position)
+        return ordered[low] + (position - low) * (ordered[min(low + 1, len(ordered) - 1)] - ordered[low])
+
+    got = bootstrap.interval(0.0, values, level=0.9)
+    assert (got.low, got.high) == pytest.approx((percentile(5.0), percentile(95.0)), rel=1e-12, abs=1e-15)

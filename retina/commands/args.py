@@ -164,3 +164,11 @@ def limits(args: argparse.Namespace, post: PostCfg) -> PostCfg:
     return dataclasses.replace(
         post, **{field: getattr(args, name) for field, name in given.items() if hasattr(args, name)}
     )
+
+
+def add_allow_dirty(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-dirty",
+        action="store_true",
+        help="write committed records from a tree whose tracked files differ from the commit (they name the diff)",
+    )

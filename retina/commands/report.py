@@ -6,9 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from retina.commands.args import add_allow_dirty
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--publish", action="store_true", help="from reports/records/ only, into docs/report.md")
+    p.add_argument("--publish", action="store_true", help="from reports/records/ only, into docs/report.md (only "
+                   "from a clean tree)")  # fmt: skip
+    add_allow_dirty(p)
     p.add_argument("--run-missing", action="store_true", help="first run the jobs whose records are missing")
     p.add_argument(
         "--results",
@@ -21,4 +25,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from retina.report.report import run as build_report
 
-    return build_report(args.publish, args.run_missing, args.out, args.results)
+    return build_report(args.publish, args.run_missing, args.out, args.results, allow_dirty=args.allow_dirty)

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import deform_conv2d
 
+from retina.models.rng import isolated_rng
+
 
 class ModulatedDeformConv2d(nn.Conv2d):
     """A DCNv2 conv: (B, C_in, H, W) -> (B, C_out, H_out, W_out), H_out/W_out as for ``nn.Conv2d``.
@@ -51,10 +53,12 @@ class ModulatedDeformConv2d(nn.Conv2d):
     ) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias)
         taps = self.kernel_size[0] * self.kernel_size[1]
-        # Sees every input channel (groups=1) whatever ``groups`` the main conv has: one offset group.
-        self.offset_mask = nn.Conv2d(
-            in_channels, 3 * taps, self.kernel_size, self.stride, self.padding, self.dilation, bias=True
-        )
+        # Sees every input channel (groups=1) whatever ``groups`` the main conv has: one offset group. Its (discarded)
+        # random init leaves the model's random stream alone: a DCN model's other weights are the plain model's.
+        with isolated_rng():
+            self.offset_mask = nn.Conv2d(
+                in_channels, 3 * taps, self.kernel_size, self.stride, self.padding, self.dilation, bias=True
+            )
         self._zero_offset_mask()
 
     def _zero_offset_mask(self) -> None:
@@ -85,3 +89,48 @@ class ModulatedDeformConv2d(nn.Conv2d):
             dilation=self.dilation,
             mask=mask,
         )
+
+
+def offset_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of every DCN layer's offset/mask conv in ``model`` (empty without DCN), in module order."""
+    return [p for m in model.modules() if isinstance(m, ModulatedDeformConv2d) for p in m.offset_mask.parameters()]
+
+
+class OffsetMonitor:
+    """What the DCN layers of a model predicted over its forwards since the last :meth:`read`, all layers together:
+    the largest and the mean |offset| (pixels of each layer's input) and the mask's range (offsets 0 and mask 1:
+    the plain conv). Forward hooks on the offset/mask convs; the running values stay on the device until read."""
+
+    def __init__(self, model: nn.Module) -> None:
+        layers = [m.offset_mask for m in model.modules() if isinstance(m, ModulatedDeformConv2d)]
+        self.handles = [layer.register_forward_hook(self._seen) for layer in layers]
+        self._values: Tensor | None = None  # (max |offset|, sum |offset|, offsets seen, min logit, max logit)
+
+    def _seen(self, module: nn.Module, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+        with torch.no_grad():
+            taps = out.shape[1] // 3
+            offset, logit = out[:, : 2 * taps].detach().float().abs(), out[:, 2 * taps :].detach().float()
+            now = torch.stack(
+                [offset.amax(), offset.sum(), offset.new_tensor(offset.numel()), logit.amin(), logit.amax()]
+            )
+            if self._values is None:
+                self._values = now
+            else:
+                v = self._values
+                self._values = torch.stack([torch.maximum(v[0], now[0]), v[1] + now[1], v[2] + now[2],
+                                            torch.minimum(v[3], now[3]), torch.maximum(v[4], now[4])])  # fmt: skip
+
+    def read(self) -> dict[str, float]:
+        """``dcn_offset_max``, ``dcn_offset_mean`` (pixels), ``dcn_mask_min``, ``dcn_mask_max`` since the last read
+        (empty when no DCN layer ran), and start again."""
+        if self._values is None:
+            return {}
+        big, total, count, low, high = self._values.tolist()
+        self._values = None
+        mask = 2.0 * torch.sigmoid(torch.tensor([low, high], dtype=torch.float64))  # monotone: the logits' range
+        return {"dcn_offset_max": big, "dcn_offset_mean": total / count, "dcn_mask_min": float(mask[0]),
+                "dcn_mask_max": float(mask[1])}  # fmt: skip
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()

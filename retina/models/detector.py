@@ -12,6 +12,7 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from retina.models.heads import Head, MeshHead, mesh_parameters, split_mesh
+from retina.models.rng import isolated_rng
 
 
 class Predictions(NamedTuple):
@@ -79,7 +80,8 @@ class RetinaFace(nn.Module):
         self.box_head = Head(channels, anchors, 4, levels, shared_heads)
         self.landmark_head = Head(channels, anchors, 10, levels, shared_heads)
         if mesh_decoder is not None:  # no attributes at all otherwise: the state dict keys stay the detector's
-            self.mesh_head = MeshHead(channels, anchors, levels, shared_heads)
+            with isolated_rng():  # optional: built beside the random stream, like every optional module
+                self.mesh_head = MeshHead(channels, anchors, levels, shared_heads)
             self.mesh_decoder = mesh_decoder
 
     def forward(self, images: Tensor) -> Predictions | MeshPredictions:

@@ -8,6 +8,8 @@ seed's PR curve, overlaid by variant) into ``<folder>``. AP is shown in percent 
 the mean and sample standard deviation (n-1) over seeds, and the difference to the baseline as the mean and
 standard deviation of the per-seed paired differences (variant minus baseline trained with the same seed),
 with two-sided p-values (Welch's t-test over seeds, and the paired t-test) saying whether a difference is real.
+Where the records carry it (the runner computes it), the paired image-bootstrap interval of each seed's
+difference (test-set uncertainty) is shown beside the seed statistics, and DCN records' offset statistics below.
 The paper's own rows are printed beside it, labelled as WIDER FACE numbers. pandas + matplotlib only.
 """
 
@@ -25,7 +27,7 @@ import pandas as pd
 from retina.errors import RetinaError
 from retina.eval.plots import figure_png, style_pr_axes
 from retina.paper import PAPER_SOURCE, PAPER_TABLE3
-from retina.results import provenance, write_bytes, write_json, write_text
+from retina.results import describe_git, provenance, write_bytes, write_json, write_text
 
 METRICS = ("easy", "medium", "hard", "hard_map")  # AP, percent
 DENSE = "dense_nme"  # the dense branch's mesh NME on SynthFace (percent of sqrt(w h); lower is better), when recorded
@@ -60,7 +62,8 @@ def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """One row per (variant, seed): variant, label, order, baseline, seed and the metrics in percent."""
     rows = [
         {"variant": r["variant"], "label": r["label"], "order": r["order"], "baseline": r["baseline"],
-         "seed": r["seed"], **{m: 100.0 * r["metrics"][m] for m in METRICS}, **_dense(r), **_real(r)}
+         "seed": r["seed"], **{m: 100.0 * r["metrics"][m] for m in METRICS}, **_dense(r), **_real(r),
+         **_bounds(r.get("bootstrap"), ""), **_bounds((r.get("real") or {}).get("bootstrap"), "real_")}
         for r in records
     ]  # fmt: skip
     df = pd.DataFrame(rows)
@@ -79,6 +82,14 @@ def _dense(record: dict[str, Any]) -> dict[str, float]:
 def _real(record: dict[str, Any]) -> dict[str, float]:
     real = (record.get("real") or {}).get("metrics")
     return {} if real is None else {f"real_{m}": 100.0 * real[m] for m in METRICS}
+
+
+def _bounds(boot: dict[str, Any] | None, prefix: str) -> dict[str, float]:
+    """A record's paired image-bootstrap interval of each AP difference to its baseline, in percent."""
+    if not boot:
+        return {}
+    diff = boot["difference"]
+    return {f"{prefix}{s}_{end}": 100.0 * diff[s][end] for s in SETTINGS if s in diff for end in ("low", "high")}
 
 
 def metrics_of(df: pd.DataFrame) -> tuple[str, ...]:
@@ -111,6 +122,9 @@ def summarize(df: pd.DataFrame) -> pd.DataFrame:
             row[f"{m}_p_welch"], row[f"{m}_p_paired"] = (
                 (np.nan, np.nan) if row["baseline"] else p_values(g[m], base[m], diffs)
             )
+            for end in ("low", "high"):  # the image bootstrap's interval: mean over seeds of each seed's bounds
+                if f"{m}_{end}" in g and g[f"{m}_{end}"].notna().all() and not row["baseline"]:
+                    row[f"{m}_ci_{end}"] = g[f"{m}_{end}"].mean()
         out.append(row)
     return pd.DataFrame(out)
 
@@ -160,6 +174,45 @@ def _pm(mean: float, std: float, signed: bool = False) -> str:
     return text if np.isnan(std) else f"{text} ± {std:.2f}"
 
 
+_CI_NOTE = (
+    "Δ … CI: the paired image bootstrap of the AP difference to the same-seed baseline ({draws} draws of the "
+    "evaluation images with replacement, seed {seed}, the same draws for both models and every seed; "
+    "retina.eval.bootstrap): its {level:.0%} percentile interval, per seed below and, above, averaged over seeds "
+    "bound by bound. It is the test-set uncertainty of one seed's difference, beside the seed std of Δ: an interval "
+    "without 0 says that seed's difference is not an accident of these test images."
+)
+
+
+def _boot_settings(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    boot = next(b for r in records for b in (r.get("bootstrap"), (r.get("real") or {}).get("bootstrap")) if b)
+    return {"draws": boot["draws"], "seed": boot["seed"], "level": boot["level"]}
+
+
+def _ci(low: float, high: float) -> str:
+    return "–" if np.isnan(low) or np.isnan(high) else f"[{low:+.2f}, {high:+.2f}]"
+
+
+def _offset_lines(records: Sequence[dict[str, Any]]) -> list[str]:
+    """The DCN rows' offset statistics at the end of training, mean over seeds (none without DCN records)."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        if (r.get("dcn_offsets") or {}).get("final"):
+            rows.setdefault(r["label"], []).append(r["dcn_offsets"])
+    if not rows:
+        return []
+    cells = []
+    for label, stats in rows.items():
+        final = {k: np.mean([s["final"][k] for s in stats]) for k in stats[0]["final"]}
+        cells.append([label, str(len(stats)), f"{final['dcn_offset_max']:.2f}",
+                      f"{np.mean([s['run_offset_max'] for s in stats]):.2f}", f"{final['dcn_offset_mean']:.3f}",
+                      f"{final['dcn_mask_min']:.3f} – {final['dcn_mask_max']:.3f}"])  # fmt: skip
+    text = ("DCN offsets: absolute values of the predicted offsets in pixels of each DCN layer's input, all DCN layers "
+            "together (the engine's metrics.jsonl; its last line covers the last 10 iterations), mean over seeds; "
+            "offsets 0 and mask 1 are the plain conv:")  # fmt: skip
+    header = ["method", "seeds", "largest offset at the end", "largest offset in the run", "mean offset", "mask range"]
+    return [text, "", *_md_table(header, cells), ""]
+
+
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
@@ -199,22 +252,32 @@ def markdown(records: Sequence[dict[str, Any]], summary: pd.DataFrame, df: pd.Da
     if real:
         lines += [f"real: AP on {records[0]['real']['data']} (real images, the same protocol); p (real hard) as p "
                   "(hard).", ""]  # fmt: skip
+    ci = [m for m in ("real_hard", "hard") if f"{m}_ci_low" in summary]  # the image bootstrap, where recorded
+    if ci:
+        lines += [_CI_NOTE.format(**_boot_settings(records)), ""]
     header = ["method", "seeds", *(HEADERS[m] for m in metrics), *(f"Δ {HEADERS[m]}" for m in metrics)]
-    header += ["p (real hard)"] * real + ["p (hard)"] + ["p (dense)"] * dense
+    header += ["p (real hard)"] * real + ["p (hard)"] + ["p (dense)"] * dense + [f"Δ {HEADERS[m]} CI" for m in ci]
     rows = []
     for _, s in summary.iterrows():
         cells = [s["label"], str(s["n"])] + [_pm(s[f"{m}_mean"], s[f"{m}_std"]) for m in metrics]
         if s["baseline"]:
-            cells += ["(baseline)"] + [""] * (len(metrics) + dense + real)
+            cells += ["(baseline)"] + [""] * (len(metrics) + dense + real + len(ci))
         else:
             cells += [_pm(s[f"{m}_diff"], s[f"{m}_diff_std"], signed=True) for m in metrics]
             cells += [_p(s["real_hard_p_welch"], s["real_hard_p_paired"])] if real else []
             cells.append(_p(s["hard_p_welch"], s["hard_p_paired"]))
             cells += [_p(s[f"{DENSE}_p_welch"], s[f"{DENSE}_p_paired"])] if dense else []
+            cells += [_ci(s[f"{m}_ci_low"], s[f"{m}_ci_high"]) for m in ci]
         rows.append(cells)
     lines += [*_md_table(header, rows), "", "Per seed (AP %" + (", dense NME %" if dense else "") + "):", ""]
-    per_seed = [[r["label"], str(r["seed"]), *(f"{r[m]:.2f}" for m in metrics)] for _, r in df.iterrows()]
-    lines += [*_md_table(["method", "seed", *(HEADERS[m] for m in metrics)], per_seed), ""]
+    per_seed = [
+        [r["label"], str(r["seed"]), *(f"{r[m]:.2f}" for m in metrics)]
+        + [_ci(r.get(f"{m}_low", np.nan), r.get(f"{m}_high", np.nan)) for m in ci]
+        for _, r in df.iterrows()
+    ]
+    header = ["method", "seed", *(HEADERS[m] for m in metrics), *(f"Δ {HEADERS[m]} CI" for m in ci)]
+    lines += [*_md_table(header, per_seed), ""]
+    lines += _offset_lines(records)
     pair = first["paper_rows"]
     if not pair:  # an ablation the paper does not have
         return "\n".join(lines + _footer(records)) + "\n"
@@ -245,8 +308,7 @@ def _footer(records: Sequence[dict[str, Any]]) -> list[str]:
         lines.append("Mean training wall time per run: " + "; ".join(parts) + ".")
     ev = [r["eval"]["wall_s"] for r in records]
     lines.append(f"Mean evaluation wall time per run: {np.mean(ev):.0f} s.")
-    commits = sorted({f"{r['provenance']['git']['commit']}{' (dirty)' if r['provenance']['git']['dirty'] else ''}"
-                      for r in records})  # fmt: skip
+    commits = sorted({describe_git(g) for r in records for g in (r["provenance"]["git"], *r["train"].get("git", []))})
     machine = records[0]["provenance"]["machine"]
     lines.append(
         f"Records: {len(records)}; code: {', '.join(commits)}; machine: {machine['processor']}, "
@@ -268,6 +330,7 @@ def csv_text(records: Sequence[dict[str, Any]], summary: pd.DataFrame) -> str:
     columns = ["source", "setting", "data", "synthetic", "protocol", "variant", "label", "n", "seeds"]
     metrics = tuple(m for m in (*REAL, *METRICS, DENSE) if f"{m}_mean" in summary)
     columns += [f"{m}_{s}" for m in metrics for s in ("mean", "std", "diff", "diff_std", "p_welch", "p_paired")]
+    columns += [c for m in metrics for c in (f"{m}_ci_low", f"{m}_ci_high") if c in summary]  # where recorded
     table = pd.concat([ours, paper], ignore_index=True).reindex(columns=columns).astype({"n": "Int64"})
     return table.to_csv(index=False, float_format="%.4f")
 

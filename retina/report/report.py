@@ -26,7 +26,7 @@ from retina.errors import RetinaError
 from retina.paper import TABLE3_ABLATIONS
 from retina.report.sections import LOCAL, PUBLISH, Commands, Section, all_sections
 from retina.report.sources import RecordSet, collect, shown_path
-from retina.results import REPO_ROOT, write_bytes, write_json, write_text
+from retina.results import REPO_ROOT, require_clean_tree, write_bytes, write_json, write_text
 
 PUBLISHED = Path("reports") / "records"  # under a checkout
 MANIFEST = "manifest.json"  # in the assets folder: what the last build wrote there, the only files it may delete
@@ -130,9 +130,10 @@ def run(
     out: Path | None = None,
     results: Path | None = None,
     base: Path | None = None,
+    allow_dirty: bool = False,
 ) -> int:
     """Build (after running the missing jobs with ``missing_too``) and write the report of ``base`` (default: the
-    current folder) or of ``results``; prints what is missing."""
+    current folder) or of ``results``; prints what is missing. ``publish`` needs a clean tree (or ``allow_dirty``)."""
     base = Path.cwd() if base is None else base
     if publish and (out is not None or results is not None):
         raise RetinaError("--out and --results do not apply to --publish (it reads reports/records/ of a checkout)")
@@ -148,6 +149,8 @@ def run(
             f"no results/ in {base}: run retina report in the folder where the jobs wrote results/ (e.g. retina "
             "evaluate writes results/widerface_eval/), or pass --results DIR"
         )
+    if publish:
+        require_clean_tree("retina report --publish", allow_dirty, root=base)
     target = Target.published(base) if publish else Target.local(out, results, base)
     if missing_too:
         run_missing(build(target)[2], base)

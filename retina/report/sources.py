@@ -18,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 from retina.errors import RetinaError
-from retina.results import REPO_ROOT
+from retina.results import REPO_ROOT, describe_git
 
 # kind -> glob patterns under a root (results/ or reports/records/)
 PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
@@ -166,8 +166,7 @@ def shown_path(path: Path) -> str:
 def caption(source: Source, what: str = "") -> str:
     """The provenance line under a figure or table: code commit, machine and date of the record."""
     prov = source.provenance
-    git = prov.get("git") or {}
-    commit = str(git.get("commit") or "unknown")[:10] + (" (dirty tree)" if git.get("dirty") else "")
+    commit = describe_git(prov.get("git"))
     m = prov["machine"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
     where = f"{m.get('processor', 'unknown CPU')}, {m.get('cpu_count', '?')} CPUs{gpu}"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from retina.results import write_text
+from retina.results import describe_git, write_text
 
 # arXiv 1905.00641 table 5: inference time in ms (TVM; GPU Tesla P40, CPU i7-6700K, ARM RK3399).
 PAPER_TABLE5: dict[str, dict[str, float | None]] = {
@@ -51,10 +51,9 @@ def machine_line(prov: dict[str, Any]) -> str:
     load = prov.get("load_avg_1_5_15min")
     load_text = f"; load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}" if load else ""
     gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
-    dirty = " (dirty)" if git.get("dirty") else ""
     return (
         f"{m['processor']}, {m['cpu_count']} cores{gpu}; torch {v.get('torch')}, onnxruntime "
-        f"{v.get('onnxruntime')}, opencv {v.get('cv2')}; commit {str(git.get('commit'))[:10]}{dirty}; "
+        f"{v.get('onnxruntime')}, opencv {v.get('cv2')}; commit {describe_git(git)}; "
         f"{prov['created_utc']}{load_text}"
     )
 
