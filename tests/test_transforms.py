@@ -61,3 +61,23 @@ def test_image_without_faces():
                np.zeros(0, bool))  # fmt: skip
     out = augment(s, AugmentCfg(image_size=32), np.random.default_rng(0))
     assert out.image.shape == (32, 32, 3) and out.boxes.shape == (0, 4)
+
+
+def test_flip_maps_all_five_landmarks_of_a_frontal_face():
+    # A frontal face in a 100 px wide image: left eye, right eye, nose, left and right mouth corner
+    # (left = smaller x). Its mirror image is again a frontal face, so "left" is again the smaller x.
+    marks = np.array([[[20, 30], [40, 31], [30, 40], [22, 50], [38, 52]]], np.float32)
+    s = Sample(np.zeros((80, 100, 3), np.uint8), np.array([[15, 20, 45, 60]], np.float32), marks, np.array([True]))
+    f = hflip(s)
+    np.testing.assert_array_equal(f.boxes, [[55, 20, 85, 60]])
+    expected = [[60, 31], [80, 30], [70, 40], [62, 52], [78, 50]]  # 100 - x, left and right swapped
+    np.testing.assert_array_equal(f.landmarks[0], expected)
+    assert f.landmarks[0, 0, 0] < f.landmarks[0, 1, 0] and f.landmarks[0, 3, 0] < f.landmarks[0, 4, 0]
+    assert f.has_landmarks.tolist() == [True]
+
+
+def test_resize_maps_landmarks_with_separate_x_and_y_scales():
+    s = _sample()  # 100 x 200 (H x W)
+    r = resize(s, 50, min_face=1.0)  # sx = 0.25, sy = 0.5
+    np.testing.assert_allclose(r.landmarks, s.landmarks * np.array([0.25, 0.5], np.float32))
+    np.testing.assert_allclose(r.boxes[1], [37.5, 25, 47.5, 45])
