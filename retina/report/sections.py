@@ -36,6 +36,7 @@ class Commands:
     landmarks: str
     verification: str
     dense: str
+    mutation: str
 
 
 LOCAL = Commands(
@@ -48,6 +49,7 @@ LOCAL = Commands(
     landmarks="nox -s landmarks",
     verification="nox -s verification",
     dense="python benchmarks/pixel_step.py; python benchmarks/pixel_fit.py; python benchmarks/dense_gallery.py",
+    mutation="nox -s mutation",
 )
 PUBLISH = Commands(
     evaluation="python benchmarks/main_job.py --publish",
@@ -60,6 +62,7 @@ PUBLISH = Commands(
     verification="nox -s verification -- --mtcnn-weights DIR --publish",
     dense="python benchmarks/pixel_step.py --publish; python benchmarks/pixel_fit.py --publish; "
     "python benchmarks/dense_gallery.py --publish",
+    mutation="nox -s mutation -- --publish",
 )
 
 
@@ -499,6 +502,44 @@ def verification_section(records: RecordSet, commands: Commands) -> Section:
     return Section(title, tuple(lines), tuple(sources), figs)
 
 
+# --- test quality ------------------------------------------------------------------------------------------
+
+MUTATION_COLUMNS = ("mutants", "killed", "timeout", "crashed", "survived", "no_tests", "equivalent")
+
+
+def _score(m: dict[str, Any]) -> str:
+    return "–" if m["score"] is None else f"{100 * m['score']:.1f}"
+
+
+def mutation_section(records: RecordSet, commands: Commands) -> Section:
+    """Mutation testing: per module the mutants the tests catch, the survivors and the equivalent ones."""
+    title = "Mutation testing"
+    sources = records.of("mutation")
+    if not sources:
+        return not_run(title, "mutation-testing", [commands.mutation])
+    s = sources[0]
+    r = s.record
+    header = ["module", "file", *MUTATION_COLUMNS, "score %"]
+    rows = [[name, m["file"], *(m[k] for k in MUTATION_COLUMNS), _score(m)] for name, m in r["modules"].items()]
+    rows.append(["total", "", *(r["total"][k] for k in MUTATION_COLUMNS), _score(r["total"])])
+    survivors = [(name, v["mutant"]) for name, m in r["modules"].items() for v in m["survivors"]]
+    lines = [
+        f"Small code changes (mutants, {r['tool']}) in the core numeric and landmark modules, each run against "
+        f"that module's fast tests ({r['conditions']}). Score = {r['score_definition']}; goal "
+        f"{100 * r['goal']:.0f}%. Equivalent mutants (no behaviour change, or a device change that a CPU-only run "
+        "cannot see) are listed with their reasons in `benchmarks/mutation_equivalent.json`.",
+        "",
+        *md_table(header, rows),
+        "",
+        f"Surviving mutants: {len(survivors)}" + (": " + ", ".join(f"`{m}`" for _, m in survivors) if survivors else "")
+        + ".",
+        "",
+        f"*{caption(s)}*",
+        "",
+    ]  # fmt: skip
+    return Section(title, tuple(lines), (s,), {}, {"mutation.csv": csv_table(header, rows)})
+
+
 # --- the detection gallery ---------------------------------------------------------------------------------
 
 
@@ -565,4 +606,5 @@ def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str
         verification_section(records, commands),
         dense_section(records, commands),
         gallery_section(records, commands),
+        mutation_section(records, commands),
     ]

@@ -35,6 +35,7 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "verification": ("verification/*.json",),
         "dense": ("dense/*.json",),
         "dense_gallery": ("dense_gallery/*.json",),
+        "mutation": ("mutation/mutation.json",),
     }
 )
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"
