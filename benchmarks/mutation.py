@@ -6,15 +6,14 @@
 
 Needs ``pip install -e .[mutation]`` (mutmut). Each module runs in its own scratch folder
 (``results/mutation/work/<module>/``) holding links to ``retina/``, ``tests/`` (and the ``benchmarks/`` and
-``ablations/`` that some tests import) and a ``pyproject.toml`` that
-tells mutmut which file to mutate and which test files to run against its mutants: the fast tests that exercise
-that module, under clean-clone conditions (no ``../shared`` beside the scratch folder). mutmut runs, per mutant,
-the tests that reached the mutated function.
+``ablations/`` that some tests import) and a ``pyproject.toml`` that tells mutmut which file to mutate and which
+test files to run against its mutants: the fast tests that exercise that module, under clean-clone conditions (no
+``../shared`` beside the scratch folder). mutmut runs, per mutant, the tests that reached the mutated function.
 
 Per module the record counts the mutants and how each ended: *killed* (a test failed), *timeout* or *crash* (the
-tests hung or died; caught too), *survived*, *no tests* (no selected test reached the function; counted as not
-caught). Surviving mutants listed in ``benchmarks/mutation_equivalent.json`` (module, mutant, its diff, the reason
-it cannot change behaviour) are counted as *equivalent*; an entry whose diff no longer matches the mutant is
+tests hung or died; caught too) or not caught (mutmut's *survived*, or *no tests*: no selected test reached the
+function). Surviving mutants listed in ``benchmarks/mutation_equivalent.json`` (module, mutant, kind, its diff, the
+reason it cannot change a result) are counted as *equivalent*; an entry whose diff no longer matches the mutant is
 ignored (reported as stale). Score = caught / (mutants - equivalent). Writes ``results/mutation/mutation.json``.
 """
 
@@ -40,6 +39,9 @@ PUBLISHED = REPO_ROOT / "reports" / "records" / "mutation" / "mutation.json"
 EQUIVALENT = REPO_ROOT / "benchmarks" / "mutation_equivalent.json"
 GOAL = 0.9
 CAUGHT = ("killed", "timeout", "segfault")  # mutmut's names; "segfault" is any death by a signal
+# Why a surviving mutant cannot change a result: it does not (same behaviour), only within floating-point rounding
+# (float precision), or only on another device than this run's CPU (device; tests/test_gpu.py covers those paths).
+KINDS = ("same behaviour", "float precision", "device")
 
 
 @dataclass(frozen=True)
@@ -155,12 +157,12 @@ def mutant_diff(work: Path, mutant: str) -> list[str]:
 
 
 def load_equivalent(path: Path = EQUIVALENT) -> list[dict[str, Any]]:
-    """The equivalent-mutant list: [{module, mutant, diff: [changed lines], reason}]."""
+    """The equivalent-mutant list: [{module, mutant, kind, diff: [changed lines], reason}]."""
     entries = json.loads(path.read_text()) if path.is_file() else []
     for k, e in enumerate(entries):
-        missing = {"module", "mutant", "diff", "reason"} - set(e)
-        if missing or not str(e.get("reason", "")).strip():
-            raise SystemExit(f"{path}: entry {k} needs module, mutant, diff and a reason")
+        missing = {"module", "mutant", "kind", "diff", "reason"} - set(e)
+        if missing or e["kind"] not in KINDS or not str(e["reason"]).strip():
+            raise SystemExit(f"{path}: entry {k} needs module, mutant, kind (one of {KINDS}), diff and a reason")
     return entries
 
 
@@ -170,10 +172,11 @@ def summarise(target: Target, statuses: dict[str, str], diffs: dict[str, list[st
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
-    survivors = sorted(m for m, s in statuses.items() if s not in CAUGHT)
+    uncaught = sorted(m for m, s in statuses.items() if s not in CAUGHT)
     known = {e["mutant"]: e for e in equivalent}
-    equal = [m for m in survivors if m in known and known[m]["diff"] == diffs[m]]
+    equal = [m for m in uncaught if m in known and known[m]["diff"] == diffs[m]]
     stale = [e for e in equivalent if e["mutant"] not in equal]
+    survivors = [m for m in uncaught if m not in equal]
     caught = sum(counts.get(s, 0) for s in CAUGHT)
     scored = len(statuses) - len(equal)
     return {
@@ -184,21 +187,22 @@ def summarise(target: Target, statuses: dict[str, str], diffs: dict[str, list[st
         "killed": counts.get("killed", 0),
         "timeout": counts.get("timeout", 0),
         "crashed": counts.get("segfault", 0),
-        "survived": counts.get("survived", 0),
-        "no_tests": counts.get("no tests", 0),
-        "other": {s: n for s, n in counts.items() if s not in (*CAUGHT, "survived", "no tests")},
         "equivalent": len(equal),
+        "survived": len(survivors),  # neither caught nor equivalent, whatever mutmut's status (see "statuses")
+        "statuses": counts,
+        "equivalent_by_kind": {k: sum(known[m]["kind"] == k for m in equal) for k in KINDS},
         "caught": caught,
         "score": caught / scored if scored else None,
-        "survivors": [{"mutant": m, "status": statuses[m], "diff": diffs[m]} for m in survivors if m not in equal],
+        "survivors": [{"mutant": m, "status": statuses[m], "diff": diffs[m]} for m in survivors],
         "equivalent_mutants": [{**known[m], "status": statuses[m]} for m in equal],
         "stale_equivalent_entries": [e["mutant"] for e in stale],
     }
 
 
 def totals(modules: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    keys = ("mutants", "killed", "timeout", "crashed", "survived", "no_tests", "equivalent", "caught")
+    keys = ("mutants", "killed", "timeout", "crashed", "equivalent", "survived", "caught")
     out: dict[str, Any] = {k: sum(m[k] for m in modules.values()) for k in keys}
+    out["equivalent_by_kind"] = {k: sum(m["equivalent_by_kind"][k] for m in modules.values()) for k in KINDS}
     scored = out["mutants"] - out["equivalent"]
     out["score"] = out["caught"] / scored if scored else None
     return out

@@ -249,10 +249,10 @@ def test_absurd_predictions_are_evaluated_quietly() -> None:
     # Overflowing corners and areas (inf), inf - inf (NaN), division by zero: as in MATLAB, no error and no
     # numpy warning, even with numpy set to raise on every floating-point event.
     preds = np.array([[1e308, 0, 1e308, 5], [-1e308, 0, -1e308, 5], [0, 0, 1e308, 1e308], [0, 0, 1e300, 1e300],
-                      [3, 3, -1e308, 1e308], [2, 2, 4, 4]])  # fmt: skip
+                      [3, 3, -1e308, 1e308], [1e308, 0, 1e308, -1], [2, 2, 4, 4]])  # fmt: skip
     faces = np.array([[0, 0, 9, 9], [2, 2, 4, 4]], float)
-    with np.errstate(all="raise"):
-        best = best_faces(preds, np.zeros(6, int), np.full(6, 2), faces, ("float64", "matlab"))
+    with np.errstate(all="raise"):  # e.g. the sixth: area (inf - 1e308 + 1) * (-1 - 0 + 1) = inf * 0
+        best = best_faces(preds, np.zeros(7, int), np.full(7, 2), faces, ("float64", "matlab"))
         assert to_int32(np.array([np.inf, -np.inf, np.nan])).tolist() == [INT32_MAX, INT32_MIN, 0.0]
         assert int32_divide(np.array([1.0, 0.0, -1.0]), np.zeros(3)).tolist() == [INT32_MAX, 0.0, INT32_MIN]
     assert best["float64"][0][-1] == 1.0 and best["float64"][1][-1] == 1

@@ -286,6 +286,13 @@ def test_ground_truth_at_the_int32_limits() -> None:
         evaluate([np.array([[0, 0, 9, 9, 1.0]])], beyond)
 
 
+def test_empty_ground_truth_is_a_clear_error() -> None:
+    empty = GroundTruth((), (), (), {s: () for s in SETTINGS})
+    for arithmetic in ("matlab", "float64"):
+        with pytest.raises(ValueError, match=r"^no face counts in setting 'easy': recall is undefined$"):
+            evaluate([], empty, arithmetic=arithmetic)
+
+
 def test_submission_counts_the_images_without_a_prediction_file(tmp_path) -> None:
     from retina.data.widerface import read_predictions
 

@@ -69,6 +69,7 @@ def test_priors_are_made_on_the_requested_device_and_dtype():
     cpu = cache((32, 32), torch.float32, torch.device("cpu"))
     meta = cache((32, 32), torch.float32, torch.device("meta"))
     assert cpu.device.type == "cpu" and meta.device.type == "meta"  # one entry per device
+    assert cpu.dtype == torch.float32
     assert cache((32, 32), torch.float64, torch.device("cpu")).dtype == torch.float64
 
 

@@ -146,6 +146,7 @@ def test_crop_falls_back_to_the_padded_image_when_no_crop_keeps_a_face():
     expected = np.zeros((20, 20, 3), np.uint8)
     expected[:10] = _coordinates()
     np.testing.assert_array_equal(c.image, expected)
+    assert c.image.dtype == np.uint8
     np.testing.assert_array_equal(c.boxes, s.boxes)
     np.testing.assert_array_equal(c.landmarks, s.landmarks)
     np.testing.assert_array_equal(c.has_landmarks, s.has_landmarks)
@@ -196,6 +197,7 @@ def _photometric(randoms, fractions=()):
     rng = ScriptedRng(randoms, fractions)
     out = photometric(PIXELS, rng)
     assert rng.randoms == [] and rng.fractions == []  # exactly the documented draws
+    assert out.dtype == np.uint8 and out.shape == PIXELS.shape
     return out
 
 
@@ -217,8 +219,10 @@ def test_photometric_draws_and_ranges_by_hand():
     first = [[[15, 150, 255], [90, 60, 255], [255, 255, 255]]]  # x 1.5 before the colour steps
     np.testing.assert_array_equal(_photometric([0.5, 0.0, 0.0, 0.5, 0.5], [1.0]), first)
     np.testing.assert_array_equal(_photometric([0.5, 0.0, 0.5, 0.5, 0.5]), PIXELS)  # contrast first, not drawn
-    last = [[[5, 50, 120], [30, 20, 120], [100, 100, 100]]]  # x 0.5 after them
-    np.testing.assert_array_equal(_photometric([0.5, 0.5, 0.5, 0.5, 0.0], [0.0]), last)
+    half = [[[5, 50, 120], [30, 20, 120], [100, 100, 100]]]  # x 0.5
+    np.testing.assert_array_equal(_photometric([0.5, 0.0, 0.0, 0.5, 0.5], [0.0]), half)
+    np.testing.assert_array_equal(_photometric([0.5, 0.5, 0.5, 0.5, 0.0], [0.0]), half)  # after the colour steps
+    np.testing.assert_array_equal(_photometric([0.5, 0.5, 0.5, 0.5, 0.0], [1.0]), first)
 
 
 def test_photometric_saturation_and_hue_by_hand():

@@ -504,11 +504,15 @@ def verification_section(records: RecordSet, commands: Commands) -> Section:
 
 # --- test quality ------------------------------------------------------------------------------------------
 
-MUTATION_COLUMNS = ("mutants", "killed", "timeout", "crashed", "survived", "no_tests", "equivalent")
+MUTATION_COLUMNS = ("mutants", "killed", "timeout", "crashed", "equivalent", "survived")
 
 
 def _score(m: dict[str, Any]) -> str:
     return "–" if m["score"] is None else f"{100 * m['score']:.1f}"
+
+
+def _caught_of_all(m: dict[str, Any]) -> str:
+    return f"{100 * m['caught'] / m['mutants']:.1f}" if m["mutants"] else "–"
 
 
 def mutation_section(records: RecordSet, commands: Commands) -> Section:
@@ -519,9 +523,11 @@ def mutation_section(records: RecordSet, commands: Commands) -> Section:
         return not_run(title, "mutation-testing", [commands.mutation])
     s = sources[0]
     r = s.record
-    header = ["module", "file", *MUTATION_COLUMNS, "score %"]
-    rows = [[name, m["file"], *(m[k] for k in MUTATION_COLUMNS), _score(m)] for name, m in r["modules"].items()]
-    rows.append(["total", "", *(r["total"][k] for k in MUTATION_COLUMNS), _score(r["total"])])
+    header = ["module", "file", *MUTATION_COLUMNS, "score %", "caught % of all mutants"]
+    rows = [[name, m["file"], *(m[k] for k in MUTATION_COLUMNS), _score(m), _caught_of_all(m)]
+            for name, m in r["modules"].items()]  # fmt: skip
+    total = r["total"]
+    rows.append(["total", "", *(total[k] for k in MUTATION_COLUMNS), _score(total), _caught_of_all(total)])
     survivors = [(name, v["mutant"]) for name, m in r["modules"].items() for v in m["survivors"]]
     lines = [
         f"Small code changes (mutants, {r['tool']}) in the core numeric and landmark modules, each run against "
@@ -532,7 +538,8 @@ def mutation_section(records: RecordSet, commands: Commands) -> Section:
         *md_table(header, rows),
         "",
         f"Surviving mutants: {len(survivors)}" + (": " + ", ".join(f"`{m}`" for _, m in survivors) if survivors else "")
-        + ".",
+        + ". Equivalent mutants by kind: "
+        + ", ".join(f"{kind} {n}" for kind, n in r["total"].get("equivalent_by_kind", {}).items()) + ".",
         "",
         f"*{caption(s)}*",
         "",
