@@ -94,6 +94,15 @@ def report(session: nox.Session) -> None:
     session.run("retina", "report", *session.posargs)
 
 
+@nox.session
+def mutation(session: nox.Session) -> None:
+    """Mutation testing (mutmut, ``pip install -e .[mutation]``) of the core numeric and landmark modules: per module
+    the mutants the tests catch, the survivors and the listed equivalent ones -> results/mutation/mutation.json.
+    Not part of CI (about 20 min on 2 cores). ``-- --modules losses api`` for some modules, ``-- --publish`` to copy
+    the record into reports/records/mutation/."""
+    session.run("python", "benchmarks/mutation.py", *session.posargs)
+
+
 def _ablation(session: nox.Session, name: str) -> None:
     """``python -m ablations.run <name> ARGS``; ``--nproc-per-node N`` among ARGS launches it under torchrun."""
     _ablation_args(session, name, list(session.posargs))

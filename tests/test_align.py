@@ -134,3 +134,80 @@ def test_center_crop_pads_with_black_outside_the_image():
     assert (out[10:, 10:] == 200).all() and (out[:10] == 0).all() and (out[:, :10] == 0).all()
     with pytest.raises(RetinaError, match="box"):
         center_crop(image, [5, 5, 5, 9])
+
+
+def test_two_points_define_a_similarity_and_float32_input_is_computed_in_float64():
+    truth = _similarity(1.3, 0.7, 4.0, -2.0)
+    two = np.array([[10.0, 20.0], [50.0, 35.0]])
+    np.testing.assert_allclose(similarity_transform(two, _apply(truth, two)), truth, rtol=0, atol=1e-12)
+    src = np.random.default_rng(4).uniform(0, 300, (5, 2)).astype(np.float32)  # e.g. detections' landmarks
+    dst = ARCFACE_112.astype(np.float32)
+    exact = similarity_transform(src.astype(np.float64), dst.astype(np.float64))
+    np.testing.assert_allclose(similarity_transform(src, dst), exact, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("centre", [0.0, 1000.0])
+def test_points_coincide_below_1e_9_of_their_scale(centre):
+    # spread d: variance 0.8 d^2 against (1e-9 * max(1, |coordinates|))^2
+    scale = max(1.0, centre + 1e-3)
+    cross = np.array([[1, 0], [-1, 0], [0, 1], [0, -1], [0, 0]], np.float64)
+    similarity_transform(centre + 2e-9 * scale * cross, ARCFACE_112)  # variance 3.2x the bound: defined
+    with pytest.raises(RetinaError, match=r"^src: the points coincide"):
+        similarity_transform(centre + 1e-9 * scale * cross, ARCFACE_112)  # 0.8x: not
+
+
+def test_errors_name_the_points_and_the_image():
+    with pytest.raises(RetinaError, match=r"^dst: expected \(N, 2\) points"):
+        similarity_transform(ARCFACE_112, np.zeros((5, 3)))
+    with pytest.raises(RetinaError, match=r"^src: points have NaN"):
+        similarity_transform(np.full((5, 2), np.nan), ARCFACE_112)
+    with pytest.raises(RetinaError, match=r"^dst: points have NaN"):
+        similarity_transform(ARCFACE_112, np.full((5, 2), np.inf))
+    with pytest.raises(RetinaError, match=r"^landmarks: points have NaN"):
+        align_face(np.zeros((50, 50, 3), np.uint8), np.full((5, 2), np.nan))
+    with pytest.raises(RetinaError, match=r"^expected an HxWx3 uint8 image, got float32 \(50, 50, 3\)$"):
+        align_face(np.zeros((50, 50, 3), np.float32), ARCFACE_112)
+    with pytest.raises(RetinaError, match=r"^expected an HxWx3 uint8 image, got list$"):
+        center_crop([[0]], [0, 0, 1, 1])
+
+
+def test_align_face_at_224_and_black_outside_the_image():
+    canvas = np.zeros((224, 224, 3), np.uint8)
+    for x, y in ARCFACE_112 * 2:
+        canvas[round(y) - 2 : round(y) + 3, round(x) - 2 : round(x) + 3] = 255
+    forward = _similarity(0.8, -0.3, 40.0, 90.0)
+    photo = cv2.warpAffine(canvas, forward, (300, 300), flags=cv2.INTER_LINEAR)
+    aligned = align_face(photo, _apply(forward, ARCFACE_112 * 2), size=224)
+    for x, y in ARCFACE_112 * 2:  # the template scaled by 224 / 112
+        assert aligned[round(y), round(x)].min() > 150
+    bright = np.full((100, 100, 3), 255, np.uint8)
+    out = align_face(bright, ARCFACE_112 - 60)  # the face's upper left part lies outside the image
+    assert (out[:50, :50] == 0).all() and (out[-20:, -20:] == 255).all()
+    assert align_face(bright, ARCFACE_112, size=1).shape == (1, 1, 3)
+
+
+def test_center_crop_box_forms_and_degenerate_boxes():
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (300, 300, 3), dtype=np.uint8)
+    # a tall box (50 x 100, centre (35, 70)): the square of side 100 is x -15..85 (black left of 0), y 20..120
+    out = center_crop(image, np.array([[10.0, 20, 60, 120]]), size=100)  # (1, 4) is fine too
+    assert out.dtype == np.uint8
+    np.testing.assert_array_equal(out[:, 15:], image[20:120, 0:85])
+    assert (out[:, :15] == 0).all()
+    # a box with x2 below y1 is still a box
+    np.testing.assert_array_equal(center_crop(image, [0, 50, 40, 60], size=40), image[35:75, 0:40])
+    # a 1 x 1 box: one pixel, spread over the whole output
+    assert (center_crop(image, [10, 10, 11, 11], size=4) == image[10, 10]).all()
+    for bad in ([5, 5, 5, 9], [5, 5, 9, 5], [0, 0, np.nan, 10], [1, 2, 3]):
+        with pytest.raises(RetinaError, match=r"^box: expected finite x1 y1 x2 y2"):
+            center_crop(image, bad)
+
+
+def test_center_crop_shrinks_by_area_and_enlarges_bilinearly():
+    rng = np.random.default_rng(6)
+    image = rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)
+    out = center_crop(image, [10, 10, 346, 346], size=112)  # 336 -> 112: each pixel a 3 x 3 block's mean
+    expected = image[10:346, 10:346].reshape(112, 3, 112, 3, 3).mean(axis=(1, 3))
+    np.testing.assert_allclose(out, expected, atol=0.51)
+    small = center_crop(image, [20, 30, 48, 58], size=56)  # 28 -> 56
+    np.testing.assert_array_equal(small, cv2.resize(image[30:58, 20:48], (56, 56), interpolation=cv2.INTER_LINEAR))

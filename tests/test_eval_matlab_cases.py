@@ -205,6 +205,59 @@ def test_no_overlap_takes_the_first_face() -> None:
     assert match.overlap.tolist() == [0.0, 1.0] and match.face.tolist() == [0, 1]
 
 
+def test_a_later_prediction_takes_its_largest_overlap() -> None:
+    # Faces A 0 0 9 9 and B 5 0 9 9 (IoU 50 / 150); prediction 0 exactly on B, prediction 1 exactly on A:
+    # each has two overlapping faces and must take its own best, A for the second.
+    faces = np.array([[0, 0, 9, 9], [5, 0, 9, 9]], float)
+    preds = np.array([[5, 0, 9, 9], [0, 0, 9, 9]], float)
+    best = best_faces(preds, np.array([0, 0]), np.array([2, 2]), faces, ("float64", "matlab"))
+    for arithmetic in ("float64", "matlab"):
+        overlap, face = best[arithmetic]
+        assert overlap.tolist() == [1.0, 1.0] and face.tolist() == [1, 0], arithmetic
+
+
+def test_overlap_rounded_to_zero_takes_the_first_face_not_the_touched_one() -> None:
+    # Faces A 0 0 9 9 and B 30 0 9 9; the prediction 30 0 2 2 touches only B: inter 9, union 100 + 9 - 9,
+    # 9 / 100 rounds to 0 in int32, so MATLAB's max over [0; 0] gives A, the image's first face.
+    best = best_faces(np.array([[30, 0, 2, 2]], float), np.array([0]), np.array([2]),
+                      np.array([[0, 0, 9, 9], [30, 0, 9, 9]], float), ("matlab", "float64"))  # fmt: skip
+    assert best["matlab"][0].tolist() == [0.0] and best["matlab"][1].tolist() == [0]
+    assert best["float64"][0].tolist() == [pytest.approx(0.09)] and best["float64"][1].tolist() == [1]
+
+
+def test_float64_arithmetic_does_not_saturate() -> None:
+    face = [-2e9, 0, 2147483647, 9]  # 2,147,483,648 pixels wide (+1), more than INT32_MAX
+    assert _overlap(face, face, "float64") == 1.0
+    assert _overlap(face, face, "matlab") == INT32_MAX  # int32: inter saturates, the union is 0
+
+
+def test_chunks_of_pairs_give_the_same_answer() -> None:
+    rng = np.random.default_rng(0)
+    faces = np.round(np.concatenate([rng.uniform(0, 200, (30, 2)), rng.uniform(5, 60, (30, 2))], 1))
+    starts, counts = np.array([0, 0, 4, 4, 4, 10, 10, 25]), np.array([4, 4, 6, 6, 6, 15, 15, 5])
+    preds = np.concatenate([rng.uniform(0, 200, (8, 2)), rng.uniform(5, 80, (8, 2))], 1)
+    whole = best_faces(preds, starts, counts, faces, ("float64", "matlab"))
+    assert (whole["float64"][0] > 0).sum() >= 3  # some predictions overlap faces
+    for chunk in (1, 5, 13):
+        parts = best_faces(preds, starts, counts, faces, ("float64", "matlab"), chunk_pairs=chunk)
+        for arithmetic in ("float64", "matlab"):
+            np.testing.assert_array_equal(parts[arithmetic][0], whole[arithmetic][0])
+            np.testing.assert_array_equal(parts[arithmetic][1], whole[arithmetic][1])
+
+
+def test_absurd_predictions_are_evaluated_quietly() -> None:
+    # Overflowing corners and areas (inf), inf - inf (NaN), division by zero: as in MATLAB, no error and no
+    # numpy warning, even with numpy set to raise on every floating-point event.
+    preds = np.array([[1e308, 0, 1e308, 5], [-1e308, 0, -1e308, 5], [0, 0, 1e308, 1e308], [0, 0, 1e300, 1e300],
+                      [3, 3, -1e308, 1e308], [1e308, 0, 1e308, -1], [2, 2, 4, 4]])  # fmt: skip
+    faces = np.array([[0, 0, 9, 9], [2, 2, 4, 4]], float)
+    with np.errstate(all="raise"):  # e.g. the sixth: area (inf - 1e308 + 1) * (-1 - 0 + 1) = inf * 0
+        best = best_faces(preds, np.zeros(7, int), np.full(7, 2), faces, ("float64", "matlab"))
+        assert to_int32(np.array([np.inf, -np.inf, np.nan])).tolist() == [INT32_MAX, INT32_MIN, 0.0]
+        assert int32_divide(np.array([1.0, 0.0, -1.0]), np.zeros(3)).tolist() == [INT32_MAX, 0.0, INT32_MIN]
+    assert best["float64"][0][-1] == 1.0 and best["float64"][1][-1] == 1
+
+
 def test_array_input_warns_per_image() -> None:
     gt = _gt([[10, 10, 1, 1]])
     result = evaluate([np.array([[10.4, 10, -0.3, 1, 0.9], [10, 10, 0, 5, 0.5], [1, 1, 2, 2, 0.1]])], gt)

@@ -179,6 +179,129 @@ def test_bad_inputs_raise() -> None:
     assert evaluate(two, fractional, arithmetic="float64").ap["easy"] == 1.0
 
 
+# ------------------------------------------------------------------------------- contract details by hand
+
+
+def test_defaults_are_the_official_protocol() -> None:
+    # arithmetic 'matlab', IoU 0.5, the challenge metric on, degenerate boxes reported
+    default = evaluate(GOLDEN_PRED, GOLDEN_GT)
+    assert default.arithmetic == "matlab" and default.iou == 0.5 and default.hard_map_50_95 is not None
+    assert default.ap == evaluate(GOLDEN_PRED, GOLDEN_GT, 0.5, arithmetic="matlab").ap
+    assert evaluate(GOLDEN_PRED, GOLDEN_GT, challenge=False).challenge_hard_ap == {}
+    scores = np.array([0.2, 0.9, 0.3])
+    np.testing.assert_array_equal(normalise_scores(scores), normalise_scores(scores, "matlab"))
+    match = match_predictions(GOLDEN_PRED, GOLDEN_GT)
+    assert match.arithmetic == "matlab" and match.n_faces == 4
+    curve = pr_curve(match, GOLDEN_GT, "hard")
+    assert (curve.setting, curve.iou, curve.arithmetic, curve.n_faces) == ("hard", 0.5, "matlab", 4)
+    assert curve.ap == pytest.approx(GOLDEN_AP["hard"], abs=1e-12)
+    degenerate = [np.array([[0, 0, -1, 9, 0.9], [0, 0, 9, 9, 0.0]]), np.zeros((0, 5))]  # a score of 0 is fine
+    warnings = match_predictions(degenerate, GOLDEN_GT).warnings
+    assert warnings == ("detections of 0--E/i0: 1 box(es) of negative width or height; evaluated as the official "
+                        "tool does",)  # fmt: skip
+
+
+def test_the_challenge_metric_without_the_hard_setting_asked_for() -> None:
+    result = evaluate(GOLDEN_PRED, GOLDEN_GT, settings=("easy",))
+    assert set(result.ap) == {"easy"} and result.hard_map_50_95 is not None
+    assert result.challenge_hard_ap[0.5] == pytest.approx(GOLDEN_AP["hard"], abs=1e-12)
+
+
+def test_float64_curves_are_the_curves_in_float64_arithmetic() -> None:
+    result = evaluate(GOLDEN_PRED, GOLDEN_GT, arithmetic="float64", challenge=False)
+    assert all(result.float64_curves[s] is result.curves[s] for s in SETTINGS)  # computed once
+    # float64 matches normalise in float64: 1/3 stays 1/3, not a single-precision neighbour
+    scores = np.array([0.0, 1 / 3, 1.0])
+    gt = _gt([[[0, 0, 9, 9], [20, 0, 9, 9], [40, 0, 9, 9]]], {s: [[0, 1, 2]] for s in SETTINGS})
+    pred = [np.column_stack([[[0, 0, 9, 9], [20, 0, 9, 9], [40, 0, 9, 9]], scores])]
+    assert sorted(match_predictions(pred, gt, "float64").score.tolist()) == [0.0, 1 / 3, 1.0]
+    assert evaluate(pred, gt, arithmetic="matlab", challenge=False).float64_curves["easy"].ap == 1.0
+
+
+def test_normalisation_edge_cases() -> None:
+    assert np.isnan(normalise_scores(np.array([0.7]), "float64")).all()  # one score: 0 / 0
+    assert np.isnan(normalise_scores(np.array([0.7]), "matlab")).all()
+    float32 = np.array([0.1, 0.2, 0.7], np.float32)  # computed in float64 whatever the input type
+    s64 = float32.astype(np.float64)
+    exact = (s64 - s64.min()) / (s64.max() - s64.min())
+    np.testing.assert_array_equal(normalise_scores(float32, "float64"), exact)
+    with np.errstate(all="raise"):  # 0 / 0 gives NaN quietly, as in MATLAB
+        assert np.isnan(normalise_scores(np.array([2.0, 2.0]), "matlab")).all()
+        assert np.isnan(normalise_scores(np.array([2.0, 2.0]), "float64")).all()
+
+
+def test_single_precision_score_range() -> None:
+    gt = _gt([[[0, 0, 9, 9]]], {s: [[0]] for s in SETTINGS})
+    top = float(np.finfo(np.float32).max)
+    pred = [np.array([[0, 0, 9, 9, top], [50, 50, 9, 9, 0.0]])]
+    assert evaluate(pred, gt, challenge=False).ap["easy"] == 1.0  # the largest single is still fine
+    pred[0][0, 4] = 1e39
+    with pytest.raises(ValueError, match=r"^a score exceeds single precision range: MATLAB's normalisation would "
+                                         r"give inf$"):  # fmt: skip
+        evaluate(pred, gt, challenge=False)
+    assert evaluate(pred, gt, arithmetic="float64", challenge=False).ap["easy"] == 1.0  # no limit in float64
+
+
+def test_messages_name_the_problem() -> None:
+    preds = [np.column_stack([p[:, :4], np.full(len(p), 0.7)]) for p in GOLDEN_PRED]
+    assert evaluate(preds, GOLDEN_GT, challenge=False).warnings == (
+        "all 5 prediction scores are equal (np.float64(0.7)): min-max normalisation divides 0 by 0 and no "
+        "prediction passes any threshold (AP 0, as in the official code)",
+    )
+    fractional = _gt([[[0.5, 0, 9, 9]]], {s: [[0]] for s in SETTINGS})
+    with pytest.raises(ValueError, match=r"^the ground-truth boxes are not int32 pixels \(as in the official "
+                                         r"\.mat\): use arithmetic='float64'$"):  # fmt: skip
+        evaluate([np.array([[0, 0, 9, 9, 1.0]])], fractional)
+    with pytest.raises(ValueError, match=r"^arithmetic must be one of \('matlab', 'float64'\), got 'int'$"):
+        evaluate(GOLDEN_PRED, GOLDEN_GT, arithmetic="int")
+    with pytest.raises(ValueError, match=r"^no face counts in setting 'easy': recall is undefined$"):
+        pr_curve(match_predictions(GOLDEN_PRED, GOLDEN_GT), _gt([[[0, 0, 9, 9]], []], {"easy": [[], []]}), "easy")
+    with pytest.raises(ValueError, match=r"^detections of image 1: expected shape \(N, 5\) x y w h score, got "
+                                         r"\(2, 4\)$"):  # fmt: skip
+        evaluate([np.zeros((0, 5)), np.ones((2, 4))], GOLDEN_GT)
+    with pytest.raises(ValueError, match=r"^detections of 0--E/i1: NaN or infinite values$"):
+        evaluate([GOLDEN_PRED[0], np.array([[0, 0, 1, 1, 0.5], [0, 0, 1, np.inf, 0.2]])], GOLDEN_GT)
+
+
+def test_iou_limits() -> None:
+    match = match_predictions(GOLDEN_PRED, GOLDEN_GT, "float64")
+    assert pr_curve(match, GOLDEN_GT, "easy", 1.0).ap == pytest.approx(GOLDEN_AP["easy"], abs=1e-12)  # exact hits
+    with pytest.raises(ValueError, match="IoU threshold"):
+        pr_curve(match, GOLDEN_GT, "easy", 1.5)
+
+
+def test_empty_detection_arrays_of_any_shape() -> None:
+    for empty in (np.zeros(0), [], np.zeros((0, 4)), np.zeros((0, 7))):
+        result = evaluate([GOLDEN_PRED[0], empty], GOLDEN_GT, challenge=False)
+        assert result.ap == pytest.approx(GOLDEN_AP, abs=1e-12)
+        assert result.counts["images_without_predictions"] == 1 and result.counts["faces"] == 4
+
+
+def test_ground_truth_at_the_int32_limits() -> None:
+    extreme = _gt([[[-(2**31), 0, 2**31 - 1, 9]]], {s: [[0]] for s in SETTINGS})  # x = INT32_MIN, w = INT32_MAX
+    pred = [np.array([[-(2**31), 0, 2**31 - 1, 9, 1.0], [5, 50, 3, 3, 0.0]])]
+    assert evaluate(pred, extreme, challenge=False).ap["easy"] == 1.0
+    beyond = _gt([[[2**31, 0, 9, 9]]], {s: [[0]] for s in SETTINGS})
+    with pytest.raises(ValueError, match="not int32 pixels"):
+        evaluate([np.array([[0, 0, 9, 9, 1.0]])], beyond)
+
+
+def test_empty_ground_truth_is_a_clear_error() -> None:
+    empty = GroundTruth((), (), (), {s: () for s in SETTINGS})
+    for arithmetic in ("matlab", "float64"):
+        with pytest.raises(ValueError, match=r"^no face counts in setting 'easy': recall is undefined$"):
+            evaluate([], empty, arithmetic=arithmetic)
+
+
+def test_submission_counts_the_images_without_a_prediction_file(tmp_path) -> None:
+    from retina.data.widerface import read_predictions
+
+    (tmp_path / "0--E").mkdir()
+    (tmp_path / "0--E" / "i0.txt").write_text("i0.jpg\n1\n0 0 9 9 0.9\n")
+    result = evaluate(read_predictions(tmp_path, GOLDEN_GT, missing_as_empty=True), GOLDEN_GT, challenge=False)
+    assert result.counts["images_missing_prediction_file"] == 1 and result.counts["predictions"] == 1
+
+
 # ------------------------------------------------------------------------------------ real ground truth
 
 

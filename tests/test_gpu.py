@@ -17,7 +17,7 @@ from retina import Detector
 from retina.build import build_detector
 from retina.config import PostCfg, preset
 from retina.models.detector import Predictions
-from retina.postprocess import postprocess
+from retina.postprocess import RawDetections, postprocess
 from retina.priors import make_priors
 from tests.conftest import SHARED_DATA
 
@@ -108,6 +108,60 @@ def test_postprocess_on_device_equals_cpu():
         assert g.boxes.device.type == "cuda" and len(c.scores) > 0
         for x, y in zip(c, g, strict=True):
             torch.testing.assert_close(y.cpu(), x, rtol=1e-5, atol=1e-4)
+
+
+def test_box_voting_and_top_k_on_device_equal_cpu():
+    from retina.postprocess import box_voting
+
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(300, 2, generator=gen) * 200
+    boxes = torch.cat([xy, xy + 10 + torch.rand(300, 2, generator=gen) * 30], 1)
+    dets = RawDetections(boxes, torch.rand(300, generator=gen), boxes[:, None, :2].expand(-1, 5, 2).contiguous())
+    cpu = box_voting(dets, 0.4)
+    gpu = box_voting(RawDetections(*(t.cuda() for t in dets)), 0.4)
+    assert gpu.boxes.device.type == "cuda" and len(cpu.scores) < 300
+    for x, y in zip(cpu, gpu, strict=True):
+        torch.testing.assert_close(y.cpu(), x, rtol=1e-5, atol=1e-4)
+    # the per-image top-k cut before NMS, on the device
+    priors = make_priors((64, 96), (8, 16, 32), ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0)))
+    a = len(priors)
+    pred = Predictions(torch.randn(2, a, 2, generator=gen) * 3, torch.randn(2, a, 4, generator=gen) * 0.5,
+                       torch.randn(2, a, 10, generator=gen))  # fmt: skip
+    cfg = PostCfg(score_threshold=0.3, nms_iou=0.4, pre_nms_top_k=20, max_detections=5)
+    on_cpu = postprocess(pred, priors, (0.1, 0.2), cfg)
+    on_gpu = postprocess(Predictions(*(t.cuda() for t in pred)), priors.cuda(), (0.1, 0.2), cfg)
+    for c, g in zip(on_cpu, on_gpu, strict=True):
+        for x, y in zip(c, g, strict=True):
+            torch.testing.assert_close(y.cpu(), x, rtol=1e-5, atol=1e-4)
+
+
+def test_assign_and_losses_on_device_equal_cpu():
+    from retina.config import LossCfg
+    from retina.data.dataset import Target
+    from retina.losses import assign, losses
+
+    priors = make_priors((64, 96), (8, 16, 32), ((16.0, 32.0), (64.0, 128.0), (256.0, 512.0)))
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(6, 2, generator=gen) * 60
+    boxes = torch.cat([xy, xy + 8 + torch.rand(6, 2, generator=gen) * 20], 1)
+    faces = Target(boxes, xy[:, None] + torch.rand(6, 5, 2, generator=gen) * 8, torch.arange(6) % 2 == 0)
+    empty = Target(torch.zeros(0, 4), torch.zeros(0, 5, 2), torch.zeros(0, dtype=torch.bool))
+    cfg = LossCfg()
+    cpu = assign([faces, empty], priors, (0.1, 0.2), cfg)  # the faces stay on the CPU, as the loader gives them
+    gpu = assign([faces, empty], priors.cuda(), (0.1, 0.2), cfg)
+    assert int(cpu.num_landmarks) > 0
+    assert gpu.labels.device.type == "cuda" and gpu.box_targets.device.type == "cuda"
+    assert torch.equal(gpu.labels.cpu(), cpu.labels) and torch.equal(gpu.landmark_mask.cpu(), cpu.landmark_mask)
+    positive = cpu.labels == 1  # elsewhere the matched face is an arbitrary one of equal (zero) overlap
+    for name in ("box_targets", "landmark_targets", "face_index"):
+        torch.testing.assert_close(getattr(gpu, name).cpu()[positive], getattr(cpu, name)[positive])
+    a = len(priors)
+    pred = Predictions(torch.randn(2, a, 2, generator=gen), torch.randn(2, a, 4, generator=gen),
+                       torch.randn(2, a, 10, generator=gen))  # fmt: skip
+    on_cpu = losses(pred, cpu, cfg, cpu.num_positive, cpu.num_landmarks)
+    on_gpu = losses(Predictions(*(t.cuda() for t in pred)), gpu, cfg, gpu.num_positive, gpu.num_landmarks)
+    for k, v in on_cpu.items():
+        torch.testing.assert_close(on_gpu[k].cpu(), v, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])

@@ -19,6 +19,7 @@ from retina.models.mtcnn import (
     ONet,
     PNet,
     RNet,
+    _landmarks,
     crop_bounds,
     crop_resize,
     level_size,
@@ -153,6 +154,51 @@ def test_no_faces_and_bad_images():
         model(np.zeros((32, 32, 3), np.float32))
     with pytest.raises(RetinaError, match="HxWx3 uint8"):
         model(np.zeros((32, 32), np.uint8))
+
+
+def test_onet_landmarks_decoded_by_hand():
+    # O-Net gives 5 x then 5 y, as fractions of the box's inclusive width and height, from its 1-based corner.
+    box = torch.tensor([[10.0, 20.0, 29.0, 59.0]])  # inclusive: w = 20, h = 40
+    marks = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.5, 0.05, 0.25, 0.5, 0.75, 1.0]])
+    expected = torch.tensor([[[11.0, 21.0], [13.0, 29.0], [15.0, 39.0], [17.0, 49.0], [19.0, 59.0]]])
+    torch.testing.assert_close(_landmarks(box, marks), expected)
+
+
+class _FixedONet(torch.nn.Module):
+    """O-Net stand-in: the same outputs for every crop it is given, row k for crop k."""
+
+    def __init__(self, reg, marks, prob):
+        super().__init__()
+        self.out = (torch.tensor(reg), torch.tensor(marks), torch.tensor(prob))
+        self.crops = []
+
+    def forward(self, x):
+        self.crops.append(x.shape)
+        return tuple(t[: len(x)] for t in self.out)
+
+
+def test_output_stage_by_hand():
+    model = Mtcnn()
+    model.onet = _FixedONet([[0.1, -0.05, 0.2, 0.5], [0.0, 0.0, 0.0, 0.0]],
+                            [[0.1, 0.2, 0.3, 0.4, 0.5, 0.05, 0.25, 0.5, 0.75, 1.0], [0.5] * 10],
+                            [[0.2, 0.8], [0.3, 0.7]])  # fmt: skip
+    pixels = torch.zeros(1, 3, 100, 120)
+    boxes = torch.tensor([[10.0, 20.0, 29.0, 59.0], [50.0, 50.0, 70.0, 70.0]])
+    out_boxes, probs, points = model._output(pixels, boxes)
+    assert model.onet.crops == [(2, 3, 48, 48)]
+    # the second face's probability 0.7 is not above the threshold 0.7; the first's box moves by the regression
+    # (inclusive w 20, h 40: x1 + 2, y1 - 2, x2 + 4, y2 + 20), its landmarks come from the box before it moved
+    torch.testing.assert_close(out_boxes, torch.tensor([[12.0, 18.0, 33.0, 79.0]]))
+    torch.testing.assert_close(probs, torch.tensor([0.8]))
+    torch.testing.assert_close(points, torch.tensor([[[11.0, 21.0], [13.0, 29.0], [15.0, 39.0], [17.0, 49.0],
+                                                      [19.0, 59.0]]]))  # fmt: skip
+
+
+def test_bgr_setting_reverses_the_channels():
+    image = np.random.default_rng(0).integers(0, 256, (6, 7, 3), dtype=np.uint8)
+    bgr = Mtcnn(MtcnnCfg(channels="bgr"))._tensor(image)
+    assert torch.equal(bgr, Mtcnn()._tensor(np.ascontiguousarray(image[..., ::-1])))
+    assert bgr.shape == (1, 3, 6, 7) and bgr[0, 0, 2, 3] == image[2, 3, 2]
 
 
 # --- loading ---------------------------------------------------------------------------------------------------

@@ -45,3 +45,40 @@ def test_cache_returns_the_same_tensor_and_is_bounded():
     cache((16, 16), torch.float32, torch.device("cpu"))
     cache((8, 8), torch.float32, torch.device("cpu"))
     assert len(cache._cache) == 2
+
+
+def test_float64_priors_carry_the_configured_sizes_exactly_and_warn_nothing():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. torch.meshgrid without an explicit indexing
+        priors = make_priors((16, 24), (8,), ((10.1, 20.3),), dtype=torch.float64)
+    assert priors[:2, 2:].tolist() == [[10.1, 10.1], [20.3, 20.3]]  # not rounded through float32
+    assert priors.dtype == torch.float64
+
+
+def test_levels_and_sizes_must_pair_up():
+    with pytest.raises(ValueError):
+        make_priors((32, 32), (8, 16, 32), ((16.0,), (32.0,)))
+
+
+def test_priors_are_made_on_the_requested_device_and_dtype():
+    # the "meta" device stands in for a GPU: tensors with a device but no data
+    assert make_priors((32, 32), (8,), ((16.0,),), device="meta").device.type == "meta"
+    cache = PriorCache((8,), ((16.0,),))
+    cpu = cache((32, 32), torch.float32, torch.device("cpu"))
+    meta = cache((32, 32), torch.float32, torch.device("meta"))
+    assert cpu.device.type == "cpu" and meta.device.type == "meta"  # one entry per device
+    assert cpu.dtype == torch.float32
+    assert cache((32, 32), torch.float64, torch.device("cpu")).dtype == torch.float64
+
+
+def test_cache_keeps_the_32_most_recent_sizes():
+    cache = PriorCache((8,), ((16.0,),))
+    cpu = torch.device("cpu")
+    first = cache((8, 8), torch.float32, cpu)
+    for k in range(1, 32):
+        cache((8, 8 + k), torch.float32, cpu)
+    assert cache((8, 8), torch.float32, cpu) is first  # 32 entries: all kept
+    cache((9, 9), torch.float32, cpu)  # the 33rd evicts the oldest
+    assert cache((8, 8), torch.float32, cpu) is not first

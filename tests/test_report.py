@@ -143,3 +143,29 @@ def test_report_out_deletes_only_files_it_wrote(tmp_path):
     assert sorted(p.name for p in target.assets.iterdir()) == sorted([*assets, "mine.png", report.MANIFEST])
     (target.assets / report.MANIFEST).write_text("not json")
     assert report.written_before(target.assets) == set()
+
+
+def test_mutation_section_from_a_record_and_when_missing(tmp_path):
+    assert "nox -s mutation" in sections.mutation_section(sources.collect([tmp_path]), sections.LOCAL).missing
+
+    def module(file, mutants, killed, equivalent, survivors):
+        return {"file": file, "mutants": mutants, "killed": killed, "timeout": 0, "crashed": 0,
+                "equivalent": equivalent, "survived": len(survivors), "caught": killed,
+                "score": killed / (mutants - equivalent), "survivors": [{"mutant": m} for m in survivors]}  # fmt: skip
+
+    modules = {"coding": module("retina/coding.py", 10, 9, 1, []), "losses": module("retina/losses.py", 20, 18, 0,
+               ["retina.losses.x_losses__mutmut_3", "retina.losses.x_losses__mutmut_9"])}  # fmt: skip
+    record = {"tool": "mutmut 3.8.1", "score_definition": "caught / (mutants - equivalent)", "goal": 0.9,
+              "conditions": "clean clone", "modules": modules,
+              "total": {**module("", 30, 27, 1, ["a", "b"]), "score": 27 / 29, "equivalent_by_kind": {"device": 1}},
+              "provenance": PROV}  # fmt: skip
+    (tmp_path / "mutation").mkdir()
+    (tmp_path / "mutation" / "mutation.json").write_text(json.dumps(record))
+    section = sections.mutation_section(sources.collect([tmp_path]), sections.LOCAL)
+    text = "\n".join(section.lines)
+    assert "| coding | retina/coding.py | 10 | 9 | 0 | 0 | 1 | 0 | 100.0 | 90.0 |" in text
+    assert "| losses | retina/losses.py | 20 | 18 | 0 | 0 | 0 | 2 | 90.0 | 90.0 |" in text
+    assert "| total |  | 30 | 27 | 0 | 0 | 1 | 2 | 93.1 | 90.0 |" in text
+    assert "Surviving mutants: 2: `retina.losses.x_losses__mutmut_3`, `retina.losses.x_losses__mutmut_9`. " in text
+    assert "Equivalent mutants by kind: device 1." in text
+    assert not section.missing and section.tables["mutation.csv"].count("\n") == 4

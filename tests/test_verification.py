@@ -65,3 +65,74 @@ def test_experiment_on_tiny_synthface_id(tmp_path, monkeypatch):
     assert record["rows"]["ground truth"]["fallbacks"] == 0 and "vs_retinaface" in record["rows"]["none"]
     assert (tmp_path / "out" / "synthface_id" / "roc.png").is_file()
     assert [r["alignment"] for r in record["table"]][:3] == ["none", "RetinaFace", "ground truth"]
+
+
+# --- the RetinaFace row aligns with the detector's landmarks, in their order -------------------------------
+
+TEMPLATE = np.array([[38.3, 51.7], [73.5, 51.5], [56.0, 71.7], [41.5, 92.4], [70.7, 92.2]])
+
+
+def _tiny_set(folder) -> tuple[ex.VerifySet, dict[bytes, tuple[np.ndarray, np.ndarray]]]:
+    """Six textured images, each with one face's true box and landmarks (at other places and scales), 20 pairs
+    in 10 folds; and what a perfect detector finds in each image: a decoy face in a corner, scoring higher, then
+    the true face (nearest the centre)."""
+    import cv2
+
+    from retina.images import read_image
+
+    rng = np.random.default_rng(0)
+    faces, found = [], {}
+    for k in range(6):
+        image = cv2.GaussianBlur(rng.integers(0, 256, (150, 190, 3), dtype=np.uint8), (5, 5), 1.5)
+        scale, shift = 0.6 + 0.1 * k, np.array([30.0 + 4 * k, 20.0 + 3 * k])
+        marks = np.round((TEMPLATE * scale + shift) * 4) / 4  # exact in float32, as detections are
+        box = np.array([*(shift + 20 * scale), *(shift + 100 * scale)])
+        path = folder / f"{k}.png"
+        cv2.imwrite(str(path), image)
+        faces.append(ex.Face(path, box, marks))
+        decoy = (np.array([0.0, 0, 20, 20]), TEMPLATE * 0.15)
+        found[read_image(path).tobytes()] = (np.stack([decoy[0], box]), np.stack([decoy[1], marks]))
+    left, right = np.arange(20) % 6, (np.arange(20) * 5 + 1) % 6
+    vset = ex.VerifySet("tiny", "tiny test set", True, tuple(faces), left, right, np.arange(20) % 2 == 0,
+                        np.arange(20) // 2)  # fmt: skip
+    return vset, found
+
+
+class _PerfectDetector:
+    """Stands in for ``Detector.from_checkpoint``: returns the true faces of each image (see ``_tiny_set``)."""
+
+    def __init__(self, found):
+        self.found = found
+
+    def __call__(self, image, protocol, score_threshold):
+        from retina.api import Detections
+
+        boxes, marks = self.found[image.tobytes()]
+        return Detections(boxes.astype(np.float32), np.array([0.99, 0.9], np.float32), marks.astype(np.float32))
+
+
+def test_retinaface_row_with_true_landmarks_equals_the_ground_truth_row(tmp_path, monkeypatch):
+    import argparse
+
+    from retina.api import Detector
+
+    vset, found = _tiny_set(tmp_path)
+    monkeypatch.setattr(Detector, "from_checkpoint", classmethod(lambda cls, path: _PerfectDetector(found)))
+    rows, info = ex.sources(argparse.Namespace(mtcnn_weights=None, weights=None), vset)
+    assert list(rows) == ["none", "RetinaFace", "ground truth"] and info["RetinaFace"]["score_threshold"] == 0.5
+    detected, fallbacks = ex.aligned_crops(vset, rows["RetinaFace"], False, "RetinaFace")
+    truth, _ = ex.aligned_crops(vset, rows["ground truth"], False, "ground truth")
+    assert fallbacks == 0 and np.array_equal(detected, truth)
+    # the crops put each face's landmarks on the ArcFace template: a reordering would not
+    none, _ = ex.aligned_crops(vset, rows["none"], False, "none")
+    assert not np.array_equal(none, truth)
+
+    # ... and so the whole experiment gives the two rows the same scores
+    monkeypatch.setattr(ex, "dataset", lambda args: vset)
+    embed = lambda crops: crops.reshape(len(crops), 8, 14, 8, 14, 3).mean(axis=(2, 4)).reshape(len(crops), -1)  # noqa: E731
+    monkeypatch.setattr(ex, "own_embedder", lambda path: (embed, {"kind": "test"}))
+    args = argparse.Namespace(mtcnn_weights=None, weights=None, onnx=None, embedder=None, no_progress=True)
+    record = ex.run(args)
+    rf, gt = record["rows"]["RetinaFace"], record["rows"]["ground truth"]
+    assert rf["fold_accuracies"] == gt["fold_accuracies"] and rf["roc"] == gt["roc"] and rf["fallbacks"] == 0
+    assert gt["vs_retinaface"]["mean"] == 0.0

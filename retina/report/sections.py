@@ -37,6 +37,7 @@ class Commands:
     verification: str
     dense: str
     transfer: str
+    mutation: str
 
 
 LOCAL = Commands(
@@ -50,6 +51,7 @@ LOCAL = Commands(
     verification="nox -s verification",
     dense="python benchmarks/pixel_step.py; python benchmarks/pixel_fit.py; python benchmarks/dense_gallery.py",
     transfer="nox -s real_transfer",
+    mutation="nox -s mutation",
 )
 PUBLISH = Commands(
     evaluation="python benchmarks/main_job.py --publish",
@@ -63,6 +65,7 @@ PUBLISH = Commands(
     dense="python benchmarks/pixel_step.py --publish; python benchmarks/pixel_fit.py --publish; "
     "python benchmarks/dense_gallery.py --publish",
     transfer="nox -s real_transfer -- --publish",
+    mutation="nox -s mutation -- --publish",
 )
 
 
@@ -510,6 +513,51 @@ def verification_section(records: RecordSet, commands: Commands) -> Section:
     return Section(title, tuple(lines), tuple(sources), figs)
 
 
+# --- test quality ------------------------------------------------------------------------------------------
+
+MUTATION_COLUMNS = ("mutants", "killed", "timeout", "crashed", "equivalent", "survived")
+
+
+def _score(m: dict[str, Any]) -> str:
+    return "–" if m["score"] is None else f"{100 * m['score']:.1f}"
+
+
+def _caught_of_all(m: dict[str, Any]) -> str:
+    return f"{100 * m['caught'] / m['mutants']:.1f}" if m["mutants"] else "–"
+
+
+def mutation_section(records: RecordSet, commands: Commands) -> Section:
+    """Mutation testing: per module the mutants the tests catch, the survivors and the equivalent ones."""
+    title = "Mutation testing"
+    sources = records.of("mutation")
+    if not sources:
+        return not_run(title, "mutation-testing", [commands.mutation])
+    s = sources[0]
+    r = s.record
+    header = ["module", "file", *MUTATION_COLUMNS, "score %", "caught % of all mutants"]
+    rows = [[name, m["file"], *(m[k] for k in MUTATION_COLUMNS), _score(m), _caught_of_all(m)]
+            for name, m in r["modules"].items()]  # fmt: skip
+    total = r["total"]
+    rows.append(["total", "", *(total[k] for k in MUTATION_COLUMNS), _score(total), _caught_of_all(total)])
+    survivors = [(name, v["mutant"]) for name, m in r["modules"].items() for v in m["survivors"]]
+    lines = [
+        f"Small code changes (mutants, {r['tool']}) in the core numeric and landmark modules, each run against "
+        f"that module's fast tests ({r['conditions']}). Score = {r['score_definition']}; goal "
+        f"{100 * r['goal']:.0f}%. Equivalent mutants (no behaviour change, or a device change that a CPU-only run "
+        "cannot see) are listed with their reasons in `benchmarks/mutation_equivalent.json`.",
+        "",
+        *md_table(header, rows),
+        "",
+        f"Surviving mutants: {len(survivors)}" + (": " + ", ".join(f"`{m}`" for _, m in survivors) if survivors else "")
+        + ". Equivalent mutants by kind: "
+        + ", ".join(f"{kind} {n}" for kind, n in r["total"].get("equivalent_by_kind", {}).items()) + ".",
+        "",
+        f"*{caption(s)}*",
+        "",
+    ]  # fmt: skip
+    return Section(title, tuple(lines), (s,), {}, {"mutation.csv": csv_table(header, rows)})
+
+
 # --- the detection gallery ---------------------------------------------------------------------------------
 
 
@@ -621,4 +669,5 @@ def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str
         verification_section(records, commands),
         dense_section(records, commands),
         gallery_section(records, commands),
+        mutation_section(records, commands),
     ]

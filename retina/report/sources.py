@@ -36,6 +36,7 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "dense": ("dense/*.json",),
         "dense_gallery": ("dense_gallery/*.json",),
         "real_transfer": ("real_transfer/*.json",),
+        "mutation": ("mutation/mutation.json",),
     }
 )
 WEIGHTS_DIR = REPO_ROOT / "retina" / "weights"
