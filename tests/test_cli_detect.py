@@ -120,7 +120,8 @@ def test_detect_json_equals_the_known_detections_in_every_field(tmp_path, weight
                 [[96, 49.5], [112, 48.6], [105.6, 55.8], [97.6, 61.2], [110.4, 62.1]]]  # fmt: skip
     np.testing.assert_allclose(record["landmarks"], expected, atol=1e-4)
     assert record["settings"] == {"weights": str(weights), "model": "mobilenet0.25", "protocol": "vga",
-                                  "score_threshold": 0.6, "nms_iou": 0.3}  # fmt: skip
+                                  "score_threshold": 0.6, "nms_iou": 0.3, "top_k": 5000,
+                                  "max_detections": 2000}  # fmt: skip
     # the score threshold applies: only the 0.9 face is above 0.8
     assert main([*args, "--score-threshold", "0.8"]) == 0
     assert json.loads((out / "scene.json").read_text())["scores"] == pytest.approx([0.9])

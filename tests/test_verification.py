@@ -118,9 +118,10 @@ def test_retinaface_row_with_true_landmarks_equals_the_ground_truth_row(tmp_path
 
     vset, found = _tiny_set(tmp_path)
     monkeypatch.setattr(Detector, "from_checkpoint", classmethod(lambda cls, path: _PerfectDetector(found)))
-    rows, info = ex.sources(argparse.Namespace(mtcnn_weights=None, weights=None), vset)
-    assert list(rows) == ["none", "RetinaFace", "ground truth"] and info["RetinaFace"]["score_threshold"] == 0.5
+    rows, info = ex.sources(argparse.Namespace(mtcnn_weights=None, weights=None))
+    assert list(rows) == ["none", "RetinaFace"] and info["RetinaFace"]["score_threshold"] == 0.5
     detected, fallbacks = ex.aligned_crops(vset, rows["RetinaFace"], False, "RetinaFace")
+    rows["ground truth"] = lambda image, face: (ex.align_face(image, face.landmarks, ex.CROP), False)
     truth, _ = ex.aligned_crops(vset, rows["ground truth"], False, "ground truth")
     assert fallbacks == 0 and np.array_equal(detected, truth)
     # the crops put each face's landmarks on the ArcFace template: a reordering would not
@@ -131,7 +132,8 @@ def test_retinaface_row_with_true_landmarks_equals_the_ground_truth_row(tmp_path
     monkeypatch.setattr(ex, "dataset", lambda args: vset)
     embed = lambda crops: crops.reshape(len(crops), 8, 14, 8, 14, 3).mean(axis=(2, 4)).reshape(len(crops), -1)  # noqa: E731
     monkeypatch.setattr(ex, "own_embedder", lambda path: (embed, {"kind": "test"}))
-    args = argparse.Namespace(mtcnn_weights=None, weights=None, onnx=None, embedder=None, no_progress=True)
+    args = argparse.Namespace(mtcnn_weights=None, weights=None, onnx=None, embedder=None, no_progress=True,
+                              lfw_pairs=None, lfw_images=None)  # fmt: skip
     record = ex.run(args)
     rf, gt = record["rows"]["RetinaFace"], record["rows"]["ground truth"]
     assert rf["fold_accuracies"] == gt["fold_accuracies"] and rf["roc"] == gt["roc"] and rf["fallbacks"] == 0
