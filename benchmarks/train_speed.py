@@ -31,6 +31,10 @@ thread, data loaded in the process). SynthFace is SYNTHETIC data. Sections:
   images per second from the runs' own metrics (the first logged interval, with start-up, left out), and on this
   checkout the loop's stage breakdown (``retina.stages.StageTimer``: data wait, input, forward, assign, loss,
   backward, optimizer, log, checkpoint). Loader-worker counts and bf16 are rows of this table too.
+- ``ap`` (not run by default: tens of minutes): what bf16 autocast does to AP. The landmarks ablation's +Lpts row in
+  its CPU setting (1000 iterations of batch 8 at 256 px from the shared backbone, one thread per run, runs in
+  parallel as ``--jobs`` does), float32 and bf16 for each of ``--ap-seeds``, each evaluated on the ablation pair's
+  val split with the setting's protocol. Runs are kept under ``--ap-out`` and resumed or reused.
 
 Writes ``results/benchmarks/train_speed.json``; ``--publish`` writes it to
 ``reports/records/train_speed/<machine>.json`` (committed; the report's training-speed section shows it). Timings
@@ -483,6 +487,61 @@ def _median_profile(results: list[dict[str, Any]]) -> dict[str, Any] | None:
     return sorted(found, key=lambda p: p["iteration_wall_ms"])[len(found) // 2]
 
 
+def _ap_job(job: tuple[str, int, bool]) -> dict[str, Any]:
+    """Train (or reuse) and evaluate one run of the ``ap`` section, in a process of its own."""
+    from ablations.run import synth_pair
+    from ablations.variants import ABLATIONS
+    from retina.api import Detector
+    from retina.data.dataset import SplitPaths
+    from retina.engine import RunSpec, train
+    from retina.evaluate import EvalSplit, evaluate_detector
+
+    out, seed, bf16 = Path(job[0]), job[1], job[2]
+    ablation = ABLATIONS["landmarks"]
+    setting = ablation.cpu
+    variant = next(v for v in ablation.variants(setting) if v.key == "lpts")
+    train_dir, val_dir = synth_pair(setting.data)
+    run_dir = out / f"{'bf16' if bf16 else 'fp32'}_seed{seed}"
+    spec = RunSpec(out_dir=run_dir, data=SplitPaths.from_root(train_dir), workers=0, checkpoint_every=100,
+                   resume=True, pretrained_backbone=setting.backbone_init, progress=False, cpu_bf16=bf16,
+                   data_label=setting.data.label)  # fmt: skip
+    record = train(variant.model, dataclasses.replace(variant.train, seed=seed), spec)
+    detector = Detector.from_checkpoint(run_dir / "final.pth")
+    split = EvalSplit.from_root(val_dir, label=f"{setting.data.label}, val split")
+    result, _ = evaluate_detector(detector, split, run_dir / "eval", setting.protocol, progress=False)
+    return {
+        "seed": seed,
+        "bf16": bf16,
+        "ap": result.ap,
+        "hard_map": result.hard_map_50_95,
+        "train_wall_s": record["wall_time_s_this_process"],
+        "final_losses": record["final_losses"],
+        "run_dir": str(run_dir),
+    }
+
+
+def ap_section(args: argparse.Namespace) -> dict[str, Any]:
+    """float32 and bf16 runs of the landmarks ablation's +Lpts row, seed by seed, with their AP."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    jobs = [(str(args.ap_out), seed, bf16) for seed in args.ap_seeds for bf16 in (False, True)]
+    workers = min(len(jobs), os.cpu_count() or 1)
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        runs = list(pool.map(_ap_job, jobs))
+    diffs = {}
+    for key in ("easy", "medium", "hard"):
+        pairs = [(a["ap"][key], b["ap"][key]) for a in runs for b in runs
+                 if not a["bf16"] and b["bf16"] and a["seed"] == b["seed"]]  # fmt: skip
+        diffs[key] = statistics.fmean(b - a for a, b in pairs)
+    for r in runs:
+        kind = "bf16" if r["bf16"] else "fp32"
+        print(f"  ap {kind} seed {r['seed']}: " + " ".join(f"{k} {100 * v:.2f}" for k, v in r["ap"].items()))
+    print("  ap bf16 - fp32 (mean over seeds, points): " + " ".join(f"{k} {100 * v:+.2f}" for k, v in diffs.items()))
+    return {"what": "landmarks ablation, +Lpts row, CPU setting", "runs": runs, "bf16_minus_fp32": diffs}
+
+
 def goals(record: dict[str, Any]) -> dict[str, Any]:
     """Issue 23's two targets, read off this record."""
     out: dict[str, Any] = {"step_goal_x_biubug6": STEP_GOAL, "e2e_goal_x_before": E2E_GOAL}
@@ -517,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-images", type=int, default=64, help="images of the data-pipeline section")
     p.add_argument("--before", default=BEFORE, help="the commit to compare with (default: main before issue 23)")
     p.add_argument("--compile", action="store_true", help="also a torch.compile row (minutes of compiling)")
+    p.add_argument("--ap-seeds", type=int, nargs="+", default=[0, 1], help="seeds of the ap section")
+    p.add_argument("--ap-out", type=Path, default=REPO_ROOT / "results" / "benchmarks" / "train_speed_ap")
     p.add_argument("--out", type=Path, default=RECORD)
     p.add_argument("--publish", action="store_true", help=f"write {PUBLISHED.relative_to(REPO_ROOT)}/<machine>.json")
     args = p.parse_args(argv)
@@ -552,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
             if "e2e" in sections:
                 section["e2e"] = e2e_section(setting, root, trees, args)
             record["settings"][setting.name] = section
+    if "ap" in sections:
+        record["bf16_ap"] = ap_section(args)
     record["goals"] = goals(record)
     record["provenance"] = {**prov, "load_avg_after": list(os.getloadavg())}
     write_json(out, record)

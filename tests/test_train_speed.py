@@ -8,7 +8,8 @@
   faces, faces without landmarks, duplicate faces and a crowd. (This also shows that the benchmark's baseline
   computes the suite's loss recipe, so that the two steps it times do the same work.)
 - Photometric distortion through look-up tables equals the float32 implementation it replaced, bit for bit.
-- The stage timer changes nothing it times; the ``cpu_bf16`` flag trains and says so in the records.
+- The stage timer changes nothing it times; the ``cpu_bf16`` flag trains and says so in the records; the benchmark
+  runs end to end on a toy setting and the report's section reads its record.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 
 from benchmarks import train_speed
 from benchmarks.train_speed import biubug6_loss, biubug6_match, biubug6_step
+from reports import sections, sources
 from retina.build import build_detector
 from retina.checkpoint import read_checkpoint
 from retina.config import TRAIN_PRESETS, AugmentCfg, LossCfg, TrainCfg, preset
@@ -239,7 +241,7 @@ def test_train_speed_benchmark_runs_on_a_toy_setting(toy, tmp_path, monkeypatch)
     setting = train_speed.Setting("toy", 2, 64, 1, 0, "toy split, batch 2 at 64 px")
     monkeypatch.setitem(train_speed.SETTINGS, "toy", setting)
     monkeypatch.setattr(train_speed, "split_root", lambda s: toy.labels.parent)
-    out = tmp_path / "train_speed.json"
+    out = tmp_path / "train_speed" / "machine.json"  # laid out as under results/ or reports/records/
     args = ["--settings", "toy", "--rounds", "1", "--warmup", "1", "--e2e-rounds", "1", "--e2e-iterations", "7",
             "--log-every", "3", "--data-images", "4", "--out", str(out)]  # fmt: skip
     assert train_speed.main(args) == 0
@@ -251,3 +253,8 @@ def test_train_speed_benchmark_runs_on_a_toy_setting(toy, tmp_path, monkeypatch)
     assert "now" in section["data"] and "now" in [r["config"] for r in section["e2e"]["rows"]]
     assert set(section["e2e"]["profile"]["stages"]) >= {"data", "forward", "backward"}
     assert "toy_step_x_biubug6" in record["goals"]
+    section = sections.train_speed_section(sources.collect([tmp_path]), sections.LOCAL)
+    assert {f"train_speed_toy_{k}.csv" for k in ("step", "parts", "iteration", "profile", "data")} == set(
+        section.tables
+    )
+    assert any("x biubug6-style" in line for line in section.lines)
