@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import itertools
 import json
 import sys
 import tempfile
@@ -24,8 +25,11 @@ from typing import Any
 
 
 def run_train(a: dict[str, Any]) -> dict[str, Any]:
+    import statistics
+
     import torch
 
+    import retina.engine as engine
     from retina.config import TRAIN_PRESETS, preset
     from retina.data.dataset import SplitPaths
     from retina.engine import RunSpec, train
@@ -57,12 +61,26 @@ def run_train(a: dict[str, Any]) -> dict[str, Any]:
             progress=False,
             **spec_fields,
         )
+        marks: list[tuple[float, float]] = []  # (wall, this process's CPU) at the start of every step
+        step = engine._step
+
+        def marked(*args: Any, **kwargs: Any) -> Any:
+            marks.append((time.perf_counter(), time.process_time()))
+            return step(*args, **kwargs)
+
+        engine._step = marked  # the loop looks it up at each iteration: step to step is one whole iteration
         start = time.perf_counter()
         train(preset("mobilenet0.25"), cfg, spec, **extra)
         wall = time.perf_counter() - start
         rows = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    kept = marks[a["log_every"] :]  # after the first logged interval (start-up, worker start, warm-up)
+    walls = [1e3 * (b[0] - a_[0]) for a_, b in itertools.pairwise(kept)]
+    cpus = [1e3 * (b[1] - a_[1]) for a_, b in itertools.pairwise(kept)]
     out = {
         "images_per_s": [r["images_per_s"] for r in rows],
+        "iteration_wall_ms": statistics.median(walls),
+        "iteration_cpu_ms": statistics.median(cpus),  # the training process only (not its loader workers)
+        "iterations_timed": len(walls),
         "wall_s": wall,
         "threads": torch.get_num_threads(),
     }

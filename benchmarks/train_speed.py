@@ -28,7 +28,8 @@ thread, data loaded in the process). SynthFace is SYNTHETIC data. Sections:
   with ``git archive`` to a temporary folder).
 - ``e2e``: real training runs (``retina.engine.train``, ``--e2e-iterations`` each, in fresh processes via
   ``benchmarks/_train_run.py``), the code before issue 23 and this checkout, interleaved over ``--e2e-rounds``:
-  images per second from the runs' own metrics (the first logged interval, with start-up, left out), and on this
+  the median wall and CPU time (of the training process; its loader workers' is not in it) from one step's start
+  to the next, i.e. of a whole iteration with its data, after the first logged interval (start-up), and on this
   checkout the loop's stage breakdown (``retina.stages.StageTimer``: data wait, input, forward, assign, loss,
   backward, optimizer, log, checkpoint). Loader-worker counts and bf16 are rows of this table too.
 - ``ap`` (not run by default: tens of minutes): what bf16 autocast does to AP. The landmarks ablation's +Lpts row in
@@ -467,13 +468,15 @@ def e2e_section(setting: Setting, root: Path, trees: dict[str, Path], args: argp
             runs[label].append({**run_tree(trees[tree], "train", job), "settings": extra})
     rows = []
     for label, results in runs.items():
-        rates = [r for res in results for r in res["images_per_s"][1:]]  # the first interval holds the start-up
-        rows.append({"config": label, "images_per_s": statistics.median(rates), "intervals": len(rates),
+        wall = statistics.median(r["iteration_wall_ms"] for r in results)
+        rows.append({"config": label, "images_per_s": 1e3 * setting.batch / wall, "iteration_wall_ms": wall,
+                     "iteration_cpu_ms": statistics.median(r["iteration_cpu_ms"] for r in results),
                      "settings": results[0]["settings"], "threads": results[0]["threads"]})  # fmt: skip
-    base = next((r["images_per_s"] for r in rows if r["config"] == "before issue 23"), None)
+    base = next((r for r in rows if r["config"] == "before issue 23"), None)
     for r in rows:
-        r["x_before"] = r["images_per_s"] / base if base else None
-        ratio = f"x{r['x_before']:.2f}" if base else ""
+        r["x_before"] = base["iteration_wall_ms"] / r["iteration_wall_ms"] if base else None
+        r["x_before_cpu"] = base["iteration_cpu_ms"] / r["iteration_cpu_ms"] if base else None
+        ratio = f"x{r['x_before']:.2f} (CPU x{r['x_before_cpu']:.2f})" if base else ""
         print(f"  {setting.name:9s} e2e {r['config']:36s} {r['images_per_s']:7.2f} img/s  {ratio}")
     profile = _median_profile(runs.get("now", []))
     return {"rows": rows, "profile": profile, "runs": runs}
