@@ -73,7 +73,7 @@ from retina.matching import IGNORED, NEGATIVE, POSITIVE, hard_negatives
 from retina.models.detector import Predictions
 from retina.results import REPO_ROOT, provenance, write_json
 
-BEFORE = "0122c47183fb2f9fca5c4b50e17c0a9fd2040fa5"  # main before issue 23
+BEFORE = "0122c47dcaaadb73082784cad3183a57886985b3"  # main before issue 23
 RECORD = REPO_ROOT / "results" / "benchmarks" / "train_speed.json"
 PUBLISHED = REPO_ROOT / "reports" / "records" / "train_speed"
 STEP_GOAL, E2E_GOAL = 0.6, 1.7  # issue 23: step <= 0.6x biubug6-style; synth-cpu iteration >= 1.7x faster

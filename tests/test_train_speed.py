@@ -7,7 +7,8 @@
   tolerance; and the suite's matching and losses equal that reference on batches with an image without
   faces, faces without landmarks, duplicate faces and a crowd. (This also shows that the benchmark's baseline
   computes the suite's loss recipe, so that the two steps it times do the same work.)
-- Photometric distortion through look-up tables equals the float32 implementation it replaced, bit for bit.
+- Photometric distortion through look-up tables equals the float32 implementation it replaced, bit for bit, and
+  the horizontal flip by ``cv2.flip`` equals the numpy mirror.
 - The stage timer changes nothing it times; the ``cpu_bf16`` flag trains and says so in the records; the benchmark
   runs end to end on a toy setting and the report's section reads its record.
 """
@@ -29,7 +30,7 @@ from retina.build import build_detector
 from retina.checkpoint import read_checkpoint
 from retina.config import TRAIN_PRESETS, AugmentCfg, LossCfg, TrainCfg, preset
 from retina.data.dataset import FaceDataset, ResumableSampler, SplitPaths, Target, collate
-from retina.data.transforms import photometric
+from retina.data.transforms import Sample, hflip, photometric
 from retina.engine import RunSpec, cpu_has_bf16, learning_rate, train
 from retina.errors import RetinaError
 from retina.losses import assign, losses
@@ -203,6 +204,15 @@ def test_photometric_lookup_tables_equal_the_float32_implementation():
         ours, ref = photometric(image, ours_rng), _photometric_float32(image, ref_rng)
         assert ours.dtype == np.uint8 and ours.flags.c_contiguous and np.array_equal(ours, ref), seed
         assert ours_rng.random() == ref_rng.random()  # the same draws: later augmentation steps see the same stream
+
+
+def test_hflip_equals_the_numpy_mirror():
+    big = np.random.default_rng(1).integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    for image in (big, big[5:45, 7:61], big[::2, 3:]):  # contiguous, a crop view, strided rows
+        sample = Sample(image, np.array([[1.0, 2.0, 20.0, 30.0]], np.float32), np.ones((1, 5, 2), np.float32),
+                        np.ones(1, bool))  # fmt: skip
+        flipped = hflip(sample).image
+        assert flipped.flags.c_contiguous and np.array_equal(flipped, np.ascontiguousarray(image[:, ::-1]))
 
 
 def test_stage_timer_changes_nothing_and_accounts_for_the_loop(toy, tmp_path):

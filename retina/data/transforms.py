@@ -120,7 +120,7 @@ def hflip(s: Sample) -> Sample:
     boxes[:, [0, 2]] = w - s.boxes[:, [2, 0]]
     landmarks = s.landmarks[:, FLIP_LANDMARKS].copy()
     landmarks[..., 0] = w - landmarks[..., 0]
-    return Sample(np.ascontiguousarray(s.image[:, ::-1]), boxes, landmarks, s.has_landmarks)
+    return Sample(cv2.flip(s.image, 1), boxes, landmarks, s.has_landmarks)  # = a contiguous [:, ::-1], faster
 
 
 def augment(s: Sample, cfg: AugmentCfg, rng: np.random.Generator) -> Sample:
