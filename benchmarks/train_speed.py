@@ -562,8 +562,11 @@ def goals(record: dict[str, Any]) -> dict[str, Any]:
             by = {r["config"]: r for r in e2e["rows"]}
             if by.get("now", {}).get("x_before"):
                 out[f"{name}_iteration_x_before"] = by["now"]["x_before"]
+                out[f"{name}_iteration_x_before_cpu"] = by["now"]["x_before_cpu"]
                 best = max(e2e["rows"], key=lambda r: r["images_per_s"])
                 out[f"{name}_best_iteration"] = {"config": best["config"], "x_before": best["x_before"]}
+    if "bf16_ap" in record:
+        out["bf16_minus_fp32_ap"] = record["bf16_ap"]["bf16_minus_fp32"]
     return out
 
 

@@ -242,6 +242,9 @@ def _resume_point(ctx: _Context) -> _Saved | None:
     _check_same(ctx.last, "model config", cfg, ctx.model_cfg)
     _check_same(ctx.last, "training recipe", from_dict(TrainCfg, extra["train_cfg"]), ctx.train_cfg)
     _check_same_data(ctx, extra.get("data_fingerprint"))
+    if bool(extra.get("cpu_bf16", False)) != _bf16_on_cpu(ctx):
+        was, now = ("bf16", "float32") if extra.get("cpu_bf16") else ("float32", "bf16")
+        raise RetinaError(f"{ctx.last} was trained in {was} on the CPU; cannot resume it in {now} (cpu_bf16)")
     history = extra.get("history") or {"invocations": [], "saves": []}  # none in runs from before the records
     return _Saved(int(extra["iteration"]), state, extra["optimizer"], history)
 
@@ -317,6 +320,10 @@ def _autocast(ctx: _Context) -> contextlib.AbstractContextManager[Any]:
     if not cpu_has_bf16():
         raise RetinaError("cpu_bf16: this CPU has no bf16 instructions (avx512_bf16 or AMX); train in float32")
     return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _bf16_on_cpu(ctx: _Context) -> bool:
+    return ctx.run.cpu_bf16 and not ctx.cuda
 
 
 def cpu_has_bf16() -> bool:
@@ -418,7 +425,7 @@ def _meta(ctx: _Context) -> dict[str, Any]:
         "world_size": ctx.dist.world,
         "device": str(ctx.device),
         **({"mesh_decoder_init": file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
-        **({"cpu_bf16": True} if run.cpu_bf16 and not ctx.cuda else {}),  # absent in float32: records as before
+        **({"cpu_bf16": True} if _bf16_on_cpu(ctx) else {}),  # absent in float32: the records stay as they were
     }
 
 
@@ -591,6 +598,7 @@ def _save(s: _Session, name: str, iteration: int) -> None:
         "optimizer": s.optimizer.state_dict(),
         "train_cfg": to_dict(ctx.train_cfg),
         "data_fingerprint": ctx.fingerprint,
+        **({"cpu_bf16": True} if _bf16_on_cpu(ctx) else {}),
         "history": _jsonable(s.history),
     }
     save_checkpoint(ctx.out / name, s.model, ctx.model_cfg, provenance=made, extra=extra)

@@ -244,6 +244,10 @@ def test_cpu_bf16_trains_and_is_recorded(toy, tmp_path):
     assert json.loads((tmp_path / "bf16" / "train_record.json").read_text())["cpu_bf16"] is True
     assert all(np.isfinite(v) for v in record["final_losses"].values())
     assert record["final_losses"] != plain["final_losses"]  # it does change the numbers
+    longer = dataclasses.replace(cfg, max_iterations=3)
+    train(MODEL, longer, _spec(tmp_path / "half", toy, cpu_bf16=True, stop_after=1))
+    with pytest.raises(RetinaError, match="trained in bf16"):  # one numeric mode per run
+        train(MODEL, longer, _spec(tmp_path / "half", toy, resume=True))
 
 
 @pytest.mark.slow
