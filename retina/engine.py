@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -503,13 +503,14 @@ def _step(
         x = normalize(images, ctx.model_cfg.input)
     with stage("forward"), s.autocast:
         pred = s.net(x)
-    with stage("assign"):
+    with stage("assign"), _bookkeeping(ctx):
         assigned = assign(targets, s.priors, ctx.model_cfg.priors.variances, cfg.loss)
         faces = select_faces(targets, s.priors, assigned, cfg.pixel) if _pixel_on(ctx) else None
         rendered = torch.tensor(len(faces) if faces is not None else 0, device=ctx.device)
         counts = _all_reduce(torch.stack([assigned.num_positive, assigned.num_landmarks, rendered]).float(), ctx.dist)
     with stage("loss"):
-        parts = loss_fn(pred, assigned, cfg.loss, counts[0], counts[1])
+        with _bookkeeping(ctx):
+            parts = loss_fn(pred, assigned, cfg.loss, counts[0], counts[1])
         if faces is not None:
             summed = pixel_loss(pred, images, faces, s.model.mesh_decoder, cfg.pixel, ctx.run.renderer)
             parts["pixel"] = summed / counts[2].clamp(min=1)
@@ -520,9 +521,28 @@ def _step(
         (loss * ctx.dist.world).backward()  # DDP averages gradients over processes; the loss is a share of the mean
         if cfg.grad_clip is not None:
             nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
-    with stage("optimizer"):
+    with stage("optimizer"), _bookkeeping(ctx):
         s.optimizer.step()
     return parts, counts
+
+
+@contextlib.contextmanager
+def _bookkeeping(ctx: _Context) -> Iterator[None]:
+    """On a CPU, the step's many small tensor operations (matching, the detection losses, the optimiser's update of
+    each parameter) run on one thread. Split over several threads they gain little, and each one waits at a barrier
+    for every thread: when other processes hold a core (the loader's workers, other jobs), the wait is a scheduler
+    time slice per operation. Measured on 2 shared cores: matching a batch took 1.5 s on 2 threads, 37 ms on one.
+    Matching and the update are element-wise or exact, so their results do not depend on the thread count (the
+    losses' sums at most to float rounding, and only over more elements than torch gives one thread)."""
+    threads = torch.get_num_threads()
+    if ctx.cuda or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _freeze_bn(model: nn.Module) -> None:
