@@ -19,8 +19,8 @@ thread, data loaded in the process). SynthFace is SYNTHETIC data. Sections:
   compute the same losses; the record holds their difference. Its input arrives as a float32 NCHW tensor (biubug6's
   workers make it), the suite's as the uint8 batch the engine receives. The suite rows run the engine's own
   ``retina.engine._step`` on a session built by the engine (``_context``, ``_session``): as before issue 23 (its
-  matching, losses and optimiser on every intra-op thread), as it is, then with one option changed each: model in channels-last, fused SGD, bf16 autocast (``RunSpec.cpu_bf16``, where the CPU has bf16
-  instructions), ``torch.compile`` (``--compile``: minutes of compiling, timed).
+  matching, losses and optimiser on every intra-op thread), as it is, then with one option changed each: model in
+  channels-last, fused SGD, bf16 autocast (``RunSpec.cpu_bf16``, where the CPU has bf16 instructions), ``torch.compile`` (``--compile``: minutes of compiling, timed).
 - ``parts``: matching, OHEM and the optimiser alone, on the same batch: what the suite keeps against the
   alternatives measured for issue 23 (each checked to give the same result).
 - ``data``: CPU ms per image of each data-pipeline stage (read, crop, photometric, resize, flip, collate) in one
