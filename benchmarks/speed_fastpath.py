@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import torch
 
-from benchmarks.timing import load_model, photo_at, set_threads, summary, write_records
+from benchmarks.timing import interleaved, load_model, photo_at, set_threads, write_records
 from retina.api import Detector
 from retina.coding import decode_boxes, decode_landmarks
 from retina.config import DetectorCfg, PostCfg, preset
@@ -99,27 +99,6 @@ def baseline(model, cfg: DetectorCfg, priors: Callable[[tuple[int, int]], torch.
 
 
 # --- the ablation -----------------------------------------------------------------------------------------
-
-
-def interleaved(variants: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, dict[str, float]]:
-    """Median/p90 wall and CPU ms of each variant, timed round-robin."""
-    for fn in variants.values():
-        for _ in range(warmup):
-            fn()
-    wall: dict[str, list[float]] = {k: [] for k in variants}
-    cpu: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            w, c = time.perf_counter(), time.thread_time()
-            fn()
-            cpu[name].append((time.thread_time() - c) * 1e3)
-            wall[name].append((time.perf_counter() - w) * 1e3)
-    out = {}
-    for name in variants:
-        s, sc = summary(wall[name]), summary(cpu[name])
-        out[name] = {"median_ms": s["median"], "p90_ms": s["p90"]}
-        out[name].update(cpu_median_ms=sc["median"], cpu_p90_ms=sc["p90"])
-    return out
 
 
 def export_separate_heads(model, path: Path) -> Path:

@@ -7,6 +7,8 @@ import contextlib
 import os
 import re
 import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,34 @@ DEFAULT_WEIGHTS = SHARED / "weights" / "retinaface_mobilenet0.25_Final.pth"
 def summary(values: list[float]) -> dict[str, float]:
     """median and 90th percentile (ms)."""
     return {"median": statistics.median(values), "p90": float(np.percentile(values, 90))}
+
+
+def interleaved(
+    variants: dict[str, Callable[[], Any]],
+    rounds: int,
+    warmup: int,
+    cpu_clock: Callable[[], float] = time.thread_time,
+) -> dict[str, dict[str, float]]:
+    """Median/p90 wall and CPU ms of each variant, timed round-robin (load from other processes falls on every
+    variant alike). ``cpu_clock``: this thread's CPU time (one-thread timings) or ``time.process_time`` (every
+    thread of the process, for multi-threaded work)."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    wall: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            w, c = time.perf_counter(), cpu_clock()
+            fn()
+            cpu[name].append((cpu_clock() - c) * 1e3)
+            wall[name].append((time.perf_counter() - w) * 1e3)
+    out = {}
+    for name in variants:
+        s, sc = summary(wall[name]), summary(cpu[name])
+        out[name] = {"median_ms": s["median"], "p90_ms": s["p90"]}
+        out[name].update(cpu_median_ms=sc["median"], cpu_p90_ms=sc["p90"])
+    return out
 
 
 def reset_peak_rss() -> bool:

@@ -21,15 +21,17 @@ and writes nothing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cv2
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -58,6 +60,7 @@ from retina.priors import make_priors
 from retina.render import backend
 from retina.results import file_id, git_commit, provenance, utc_now, write_json, write_text
 from retina.schedule import learning_rate
+from retina.stages import NO_STAGES, StageTimer
 from retina.weights import DEFAULT_DECODER
 
 LossFn = Callable[..., dict[str, torch.Tensor]]
@@ -79,6 +82,9 @@ class RunSpec:
     checkpoint_every: int = 500
     log_every: int = 10
     amp: bool = True  # bf16 autocast, on CUDA only
+    # bf16 autocast on a CPU with bf16 instructions (avx512_bf16 or AMX): faster, but it changes the numbers (off
+    # by default; the records say when it was on). Its speed and AP: benchmarks/train_speed.py and the report.
+    cpu_bf16: bool = False
     channels_last: bool = True  # on CUDA only (slower on CPU in our measurements)
     resume: bool = False
     pretrained_backbone: Path | None = None
@@ -163,6 +169,7 @@ class _Session:
     meta: dict[str, Any]
     history: History
     offsets: OffsetMonitor | None = None  # a DCN model's offset statistics, logged with the losses
+    stages: Any = NO_STAGES  # a StageTimer when the loop is profiled (``train(stages=...)``)
 
 
 class _Throughput:
@@ -183,17 +190,21 @@ def train(
     train_cfg: TrainCfg,
     run: RunSpec,
     loss_fn: LossFn = losses,
+    stages: StageTimer | None = None,
 ) -> dict[str, Any]:
     """Train (or resume) a detector; returns the run record (also written to ``train_record.json``).
 
     Resuming a finished run prints one line, writes nothing and returns the stored record with
-    ``"nothing_to_do": True``.
+    ``"nothing_to_do": True``. ``stages``: a :class:`retina.stages.StageTimer` that the loop reports its stages'
+    times to (``benchmarks/train_speed.py``); it changes nothing else.
     """
     ctx = _context(model_cfg, train_cfg, run)
     saved = _resume_point(ctx)
     if saved is not None and _complete(ctx, saved.iteration):
         return _already_finished(ctx, saved.iteration)
     session = _session(ctx, saved)
+    if stages is not None:
+        session = dataclasses.replace(session, stages=stages)
     wall0 = time.perf_counter()
     done, parts = _loop(session, loss_fn)
     return _finish(session, done, parts, time.perf_counter() - wall0)
@@ -242,6 +253,9 @@ def _resume_point(ctx: _Context) -> _Saved | None:
             f"{ctx.last}: a DCN run from before the offsets had their own learning rate (they trained at 1x, with "
             "weight decay); it cannot continue under this code: use another --out"
         )
+    if bool(extra.get("cpu_bf16", False)) != _bf16_on_cpu(ctx):
+        was, now = ("bf16", "float32") if extra.get("cpu_bf16") else ("float32", "bf16")
+        raise RetinaError(f"{ctx.last} was trained in {was} on the CPU; cannot resume it in {now} (cpu_bf16)")
     history = extra.get("history") or {"invocations": [], "saves": []}  # none in runs from before the records
     starting = payload.get("provenance", {}).get("starting_weights")
     _check_same_start(ctx, starting)
@@ -327,7 +341,7 @@ def _session(ctx: _Context, saved: _Saved | None) -> _Session:
     net = _place(ctx, model, optimizer)
     size = cfg.augment.image_size
     priors = make_priors((size, size), ctx.model_cfg.priors.strides, ctx.model_cfg.priors.sizes, device=ctx.device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (ctx.cuda and ctx.run.amp) else contextlib.nullcontext()
+    autocast = _autocast(ctx)
     _trim_metrics(ctx, start)
     history = _open_history(ctx, saved, start)
     meta = _meta(ctx, saved.starting_weights if saved is not None else _starting_weights(ctx.run))
@@ -369,6 +383,26 @@ def _load_init_weights(model: nn.Module, model_cfg: DetectorCfg, path: Path) -> 
         named = "; ".join(f"{name} {a!r} in the file, {b!r} here" for name, a, b in fields if name != "name")
         raise RetinaError(f"--init-weights {path}: another architecture ({cfg.name}, not {model_cfg.name}): {named}")
     load_weights(model, state, str(path))
+
+
+def _autocast(ctx: _Context) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast of the forward pass: on CUDA with ``amp``, on a CPU with ``cpu_bf16``; else none."""
+    if ctx.cuda:
+        return torch.autocast("cuda", dtype=torch.bfloat16) if ctx.run.amp else contextlib.nullcontext()
+    if not ctx.run.cpu_bf16:
+        return contextlib.nullcontext()
+    if not cpu_has_bf16():
+        raise RetinaError("cpu_bf16: this CPU has no bf16 instructions (avx512_bf16 or AMX); train in float32")
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
+def _bf16_on_cpu(ctx: _Context) -> bool:
+    return ctx.run.cpu_bf16 and not ctx.cuda
+
+
+def cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions natively on this CPU (else they are emulated, and slower)."""
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def _prepare_decoder(ctx: _Context, model: nn.Module) -> None:
@@ -443,8 +477,19 @@ def _loader(ctx: _Context, start: int) -> DataLoader:
     cfg, d = ctx.train_cfg, ctx.dist
     sampler = ResumableSampler(len(ctx.dataset), cfg.batch_size, cfg.seed, start, ctx.total, d.rank, d.world)
     return DataLoader(
-        ctx.dataset, batch_sampler=sampler, collate_fn=collate, num_workers=ctx.run.workers, pin_memory=ctx.cuda
+        ctx.dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=ctx.run.workers,
+        pin_memory=ctx.cuda,
+        worker_init_fn=_one_thread_worker,
     )
+
+
+def _one_thread_worker(_: int) -> None:
+    """A loader worker runs OpenCV on one thread, as torch already does there: the workers and the training
+    process's threads share the cores, and OpenCV's pool per worker oversubscribed them (the data do not change)."""
+    cv2.setNumThreads(1)
 
 
 def _read_metrics(path: Path, upto: int) -> list[str]:
@@ -483,6 +528,7 @@ def _meta(ctx: _Context, starting_weights: dict[str, Any] | None) -> dict[str, A
         **({"mesh_decoder_init": file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
         # named even at its default (to_dict leaves that out): runs from before it trained the offsets at 1x
         **({"dcn_offset_lr": ctx.train_cfg.dcn_offset_lr} if ctx.model_cfg.neck.dcn else {}),
+        **({"cpu_bf16": True} if _bf16_on_cpu(ctx) else {}),  # absent in float32: the records stay as they were
     }
 
 
@@ -512,7 +558,7 @@ def _loop(s: _Session, loss_fn: LossFn) -> tuple[int, dict[str, torch.Tensor]]:
     done, saved = s.start, (s.start if s.start else None)
     parts: dict[str, torch.Tensor] = {}
     logged = "no metrics logged yet"
-    for iteration, batch in enumerate(s.loader, start=s.start):
+    for iteration, batch in enumerate(_timed(s.loader, s.stages), start=s.start):
         cfg = ctx.train_cfg
         lr = learning_rate(
             iteration, ctx.total, cfg.lr, warmup_fraction=cfg.warmup_fraction, warmup_lr=cfg.warmup_lr,
@@ -521,54 +567,93 @@ def _loop(s: _Session, loss_fn: LossFn) -> tuple[int, dict[str, torch.Tensor]]:
         parts, counts = _step(s, batch, lr, loss_fn, iteration, saved)
         meter.seen += ctx.train_cfg.batch_size
         done = iteration + 1
-        if done % run.log_every == 0 or done == ctx.total:
-            logged = _log(s, done, lr, parts, counts, meter, bar)
-            meter.reset()
-        bar.update(1)
-        if done % run.checkpoint_every == 0 or done == ctx.total:
-            if ctx.dist.main:
-                _save(s, "last.pth", done)
-                if not shown:  # without a bar, one line per checkpoint says how far the run is
-                    where = f"iteration {done}/{ctx.total} (epoch {ctx.epochs(done):.4g})"
-                    print(f"{where}: checkpoint {ctx.last}; {logged}", flush=True)
-            saved = done
+        with s.stages("log"):
+            if done % run.log_every == 0 or done == ctx.total:
+                logged = _log(s, done, lr, parts, counts, meter, bar)
+                meter.reset()
+            bar.update(1)
+        with s.stages("checkpoint"):
+            if done % run.checkpoint_every == 0 or done == ctx.total:
+                if ctx.dist.main:
+                    _save(s, "last.pth", done)
+                    if not shown:  # without a bar, one line per checkpoint says how far the run is
+                        where = f"iteration {done}/{ctx.total} (epoch {ctx.epochs(done):.4g})"
+                        print(f"{where}: checkpoint {ctx.last}; {logged}", flush=True)
+                saved = done
+        s.stages.iteration_done()
         if run.stop_after is not None and done >= run.stop_after:
             break
     bar.close()
     return done, parts
 
 
+def _timed(loader: DataLoader, stages: Any) -> Any:
+    """The loader's batches, the wait for each timed as the ``data`` stage."""
+    batches = iter(loader)
+    while True:
+        with stages("data"):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
 def _step(
     s: _Session, batch: tuple[torch.Tensor, Any], lr: float, loss_fn: LossFn, iteration: int, saved: int | None
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """One optimiser step; returns the loss parts and the global (positives, landmark faces, rendered faces) counts."""
-    ctx, cfg = s.ctx, s.ctx.train_cfg
+    ctx, cfg, stage = s.ctx, s.ctx.train_cfg, s.stages
     images, targets = batch
-    s.net.train()
-    if cfg.freeze_bn:
-        _freeze_bn(s.net)
-    for group in s.optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_scale", 1.0)  # DCN offsets: their own multiple (param_groups)
-    images = images.to(ctx.device, non_blocking=True)
-    x = normalize(images, ctx.model_cfg.input)
-    with s.autocast:
+    with stage("input"):
+        s.net.train()
+        if cfg.freeze_bn:
+            _freeze_bn(s.net)
+        for group in s.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # DCN offsets: their own multiple (param_groups)
+        images = images.to(ctx.device, non_blocking=True)
+        x = normalize(images, ctx.model_cfg.input)
+    with stage("forward"), s.autocast:
         pred = s.net(x)
-    assigned = assign(targets, s.priors, ctx.model_cfg.priors.variances, cfg.loss)
-    faces = select_faces(targets, s.priors, assigned, cfg.pixel) if _pixel_on(ctx) else None
-    rendered = torch.tensor(len(faces) if faces is not None else 0, device=ctx.device)
-    counts = _all_reduce(torch.stack([assigned.num_positive, assigned.num_landmarks, rendered]).float(), ctx.dist)
-    parts = loss_fn(pred, assigned, cfg.loss, counts[0], counts[1])
-    if faces is not None:
-        summed = pixel_loss(pred, images, faces, s.model.mesh_decoder, cfg.pixel, ctx.run.renderer)
-        parts["pixel"] = summed / counts[2].clamp(min=1)
-    loss = weighted_total(parts, cfg.loss)
-    _check_finite(s, loss, parts, iteration, saved)
-    s.optimizer.zero_grad(set_to_none=True)
-    (loss * ctx.dist.world).backward()  # DDP averages gradients over processes; the loss is a share of the global mean
-    if cfg.grad_clip is not None:
-        nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
-    s.optimizer.step()
+    with stage("assign"), _bookkeeping(ctx):
+        assigned = assign(targets, s.priors, ctx.model_cfg.priors.variances, cfg.loss)
+        faces = select_faces(targets, s.priors, assigned, cfg.pixel) if _pixel_on(ctx) else None
+        rendered = torch.tensor(len(faces) if faces is not None else 0, device=ctx.device)
+        counts = _all_reduce(torch.stack([assigned.num_positive, assigned.num_landmarks, rendered]).float(), ctx.dist)
+    with stage("loss"):
+        with _bookkeeping(ctx):
+            parts = loss_fn(pred, assigned, cfg.loss, counts[0], counts[1])
+        if faces is not None:
+            summed = pixel_loss(pred, images, faces, s.model.mesh_decoder, cfg.pixel, ctx.run.renderer)
+            parts["pixel"] = summed / counts[2].clamp(min=1)
+        loss = weighted_total(parts, cfg.loss)
+        _check_finite(s, loss, parts, iteration, saved)
+    with stage("backward"):
+        s.optimizer.zero_grad(set_to_none=True)
+        (loss * ctx.dist.world).backward()  # DDP averages gradients over processes; the loss is a share of the mean
+        if cfg.grad_clip is not None:
+            nn.utils.clip_grad_norm_(s.model.parameters(), cfg.grad_clip)
+    with stage("optimizer"), _bookkeeping(ctx):
+        s.optimizer.step()
     return parts, counts
+
+
+@contextlib.contextmanager
+def _bookkeeping(ctx: _Context) -> Iterator[None]:
+    """On a CPU, the step's many small tensor operations (matching, the detection losses, the optimiser's update of
+    each parameter) run on one thread. Split over several threads they gain little, and each one waits at a barrier
+    for every thread: when other processes hold a core (the loader's workers, other jobs), the wait is a scheduler
+    time slice per operation. Measured on 2 shared cores: matching a batch took 1.5 s on 2 threads, 37 ms on one.
+    Matching and the update are element-wise or exact, so their results do not depend on the thread count (the
+    losses' sums at most to float rounding, and only over more elements than torch gives one thread)."""
+    threads = torch.get_num_threads()
+    if ctx.cuda or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _freeze_bn(model: nn.Module) -> None:
@@ -648,6 +733,7 @@ def _save(s: _Session, name: str, iteration: int) -> None:
         "optimizer": s.optimizer.state_dict(),
         "train_cfg": to_dict(ctx.train_cfg),
         "data_fingerprint": ctx.fingerprint,
+        **({"cpu_bf16": True} if _bf16_on_cpu(ctx) else {}),
         "history": _jsonable(s.history),
     }
     save_checkpoint(ctx.out / name, s.model, ctx.model_cfg, provenance=made, extra=extra)

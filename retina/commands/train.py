@@ -86,6 +86,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="torch",
         help="rasteriser of the pixel loss (a -mesh preset): torch (any device) or nvdiffrast (CUDA, extra render)",
     )
+    p.add_argument(
+        "--cpu-bf16",
+        action="store_true",
+        help="bf16 autocast on a CPU with bf16 instructions (avx512_bf16 or AMX): faster, but it changes the numbers "
+        "(recorded in the run's records; speed and AP effect: benchmarks/train_speed.py)",
+    )
     p.add_argument("--checkpoint-every", type=positive_int, default=200, help="iterations between checkpoints")
     p.add_argument("--log-every", type=positive_int, default=10, help="iterations between metric records")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -171,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         data_label=label,
         renderer=args.renderer,
+        cpu_bf16=args.cpu_bf16,
     )
     record = train(model_cfg, train_cfg, run_spec)
     first = int(os.environ.get("RANK", "0")) == 0  # under torchrun, one summary (the engine logs from rank 0 too)

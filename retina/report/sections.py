@@ -32,6 +32,7 @@ class Commands:
     speed: str
     eval_speed: str
     synth_speed: str
+    train_speed: str
     gallery: str
     landmarks: str
     verification: str
@@ -46,6 +47,7 @@ LOCAL = Commands(
     speed="nox -s speed",
     eval_speed="python benchmarks/eval_speed.py",
     synth_speed="python benchmarks/synth_speed.py",
+    train_speed="python benchmarks/train_speed.py",
     gallery="python benchmarks/gallery.py",
     landmarks="nox -s landmarks",
     verification="nox -s verification",
@@ -59,6 +61,7 @@ PUBLISH = Commands(
     speed="python benchmarks/speed.py fastpath --publish && python benchmarks/speed.py grid --publish",
     eval_speed="python benchmarks/eval_speed.py --publish",
     synth_speed="python benchmarks/synth_speed.py --publish",
+    train_speed="python benchmarks/train_speed.py --sections step,parts,data,e2e,ap --publish",
     gallery="python benchmarks/gallery.py --publish",
     landmarks="nox -s landmarks -- --mtcnn-weights DIR --publish",
     verification="nox -s verification -- --mtcnn-weights DIR --publish",
@@ -417,6 +420,65 @@ def synth_speed_section(records: RecordSet, commands: Commands) -> Section:
     )
 
 
+def train_speed_section(records: RecordSet, commands: Commands) -> Section:
+    """Issue 23: the training loop's stage breakdown and the training fast-path table, per CPU setting."""
+    title = "Training speed on CPUs"
+    sources = records.of("train_speed")
+    if not sources:
+        return not_run(title, "training-speed", [commands.train_speed])
+    lines: list[str] = []
+    tables: dict[str, str] = {}
+    for src in sources:
+        r = src.record
+        for name, setting in r["settings"].items():
+            lines += [f"**{name}** ({setting['what']}). " + caption(src), ""]
+            for key, (header, rows) in _train_speed_tables(setting).items():
+                lines += [*md_table(header, rows), ""]
+                tables[f"train_speed_{name}_{key}.csv"] = csv_table(header, rows)
+        goals = r.get("goals", {})
+        done = [f"{k.replace('_', ' ')} {v:.2f}" for k, v in goals.items() if isinstance(v, float) and "goal" not in k]
+        if done:
+            lines += [f"Issue 23's targets: step <= {goals['step_goal_x_biubug6']}x the biubug6-style step, synth-cpu "
+                      f"iteration >= {goals['e2e_goal_x_before']}x faster than before. Measured: " + "; ".join(done)
+                      + ".", ""]  # fmt: skip
+        ap = r.get("bf16_ap")
+        if ap:
+            diff = ", ".join(f"{k} {100 * v:+.2f}" for k, v in ap["bf16_minus_fp32"].items())
+            seeds = sorted({run["seed"] for run in ap["runs"]})
+            lines += [f"bf16 autocast minus float32, AP points ({ap['what']}; seeds {seeds}): {diff}.", ""]
+    return Section(title, tuple(lines), tuple(sources), {}, tables)
+
+
+def _train_speed_tables(setting: dict[str, Any]) -> dict[str, tuple[list[str], list[list[Any]]]]:
+    """The tables of one setting of a train_speed record: step, whole iteration, stage profile, data pipeline."""
+    out: dict[str, tuple[list[str], list[list[Any]]]] = {}
+    if "step" in setting:
+        rows = [[r["variant"], "yes" if r["kept"] else "", f"{r['median_ms']:.1f}", f"{r['cpu_median_ms']:.1f}",
+                 f"{r['x_biubug6']:.2f}"] for r in setting["step"]["rows"]]  # fmt: skip
+        out["step"] = (["training step", "suite path", "median ms", "CPU ms", "x biubug6-style"], rows)
+    if "parts" in setting:
+        rows = [[r["section"], r["variant"], f"{r['median_ms']:.2f}"] for r in setting["parts"]["rows"]]
+        out["parts"] = (["part of the step", "implementation", "median ms"], rows)
+    if "e2e" in setting:
+        rows = [[r["config"], f"{r['images_per_s']:.2f}", f"{r['iteration_cpu_ms']:.0f}",
+                 *("–" if r[k] is None else f"{r[k]:.2f}" for k in ("x_before", "x_before_cpu"))]
+                for r in setting["e2e"]["rows"]]  # fmt: skip
+        header = ["whole iteration (data included)", "images/s", "CPU ms (training process)", "x before issue 23",
+                  "x before (CPU)"]  # fmt: skip
+        out["iteration"] = (header, rows)
+        profile = setting["e2e"].get("profile")
+        if profile:
+            rows = [[stage, f"{v['wall_ms']:.1f}", f"{v['cpu_ms']:.1f}", f"{100 * v['share']:.1f}"]
+                    for stage, v in profile["stages"].items()]  # fmt: skip
+            out["profile"] = (["stage of an iteration", "wall ms", "CPU ms", "% of wall"], rows)
+    if "data" in setting:
+        runs = setting["data"]
+        stages = list(next(iter(runs.values()))["cpu_ms_per_image"])
+        rows = [[stage, *(f"{runs[t]['cpu_ms_per_image'][stage]:.2f}" for t in runs)] for stage in stages]
+        out["data"] = (["data stage (CPU ms per image, 1 thread)", *runs], rows)
+    return out
+
+
 # --- records of later issues: verification and the dense branch -----------------------------------------
 
 
@@ -665,6 +727,7 @@ def all_sections(records: RecordSet, commands: Commands, ablations: Sequence[str
         speed_section(records, commands),
         eval_speed_section(records, commands),
         synth_speed_section(records, commands),
+        train_speed_section(records, commands),
         landmarks_section(records, commands),
         verification_section(records, commands),
         dense_section(records, commands),

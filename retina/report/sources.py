@@ -30,6 +30,7 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "speed_fastpath": ("speed/*/fastpath.json",),
         "eval_speed": ("eval_speed/*.json", "benchmarks/eval_speed*.json"),
         "synth_speed": ("synth_speed/*.json", "benchmarks/synth_speed*.json"),
+        "train_speed": ("train_speed/*.json", "benchmarks/train_speed.json"),
         "gallery": ("gallery/*.json",),
         "landmarks": ("landmarks/landmarks.json",),
         "verification": ("verification/*.json",),
