@@ -83,7 +83,7 @@ class Plan:
     synthetic: bool
     out: Path  # <out>/<ablation name>
     device: str = "cpu"
-    workers: int = 2
+    workers: int | None = None  # data-loader workers per run; None: retina.engine.loader_workers
     checkpoint_every: int = 100
     pretrained_backbone: Path | None = None
     progress: bool = True
@@ -485,7 +485,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default: 0 1 2)")
     p.add_argument("--protocol", choices=sorted(PROTOCOLS), help="test protocol (default: the setting's)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun each process takes LOCAL_RANK)")
-    p.add_argument("--workers", type=int, default=2, help="data loader workers per training process (--jobs 1)")
+    p.add_argument("--workers", type=int, help="data loader workers per run (--jobs 1; default: retina train's)")
     p.add_argument("--jobs", type=int, help="runs at once on the CPU (default: one per core, <= 6)")
     p.add_argument("--threads", type=int, help="torch threads of this process with --jobs 1 (default: torch's)")
     init = p.add_mutually_exclusive_group()

@@ -4,7 +4,8 @@
         [--rounds 8] [--e2e-rounds 2] [--e2e-iterations 30] [--before REV] [--compile] [--publish]
 
 Two settings, each as the suite trains it on a CPU: ``synth-cpu`` (``retina train --recipe synth-cpu``: batch 16
-at 384 px on the default SynthFace train split, torch's default thread count, 2 loader workers) and ``ablation``
+at 384 px on the default SynthFace train split, torch's default thread count, the default loader workers
+(``retina.engine.loader_workers``; 2 before issue 23)) and ``ablation``
 (one process of ``ablations/run.py``'s default ``--jobs``: batch 8 at 256 px on the ablation SynthFace pair, one
 thread, data loaded in the process). SynthFace is SYNTHETIC data. Sections:
 
@@ -32,7 +33,8 @@ thread, data loaded in the process). SynthFace is SYNTHETIC data. Sections:
   the median wall and CPU time (of the training process; its loader workers' is not in it) from one step's start
   to the next, i.e. of a whole iteration with its data, after the first logged interval (start-up), and on this
   checkout the loop's stage breakdown (``retina.stages.StageTimer``: data wait, input, forward, assign, loss,
-  backward, optimizer, log, checkpoint). Loader-worker counts and bf16 are rows of this table too.
+  backward, optimizer, log, checkpoint). Loader-worker counts (0, 1 and 2 beside the default: what
+  ``loader_workers`` rests on) and bf16 are rows of this table too.
 - ``ap`` (not run by default: tens of minutes): what bf16 autocast does to AP. The landmarks ablation's +Lpts row in
   its CPU setting (1000 iterations of batch 8 at 256 px from the shared backbone, one thread per run, runs in
   parallel as ``--jobs`` does), float32 and bf16 for each of ``--ap-seeds``, each evaluated on the ablation pair's
@@ -68,7 +70,7 @@ from torch import Tensor
 from torchvision.ops import box_convert
 
 from benchmarks.publishing import add_allow_dirty, require_clean
-from benchmarks.timing import interleaved, machine_tag
+from benchmarks.timing import all_cores, interleaved, machine_tag
 from retina.coding import encode_boxes, encode_landmarks
 from retina.config import TRAIN_PRESETS, LossCfg, TrainCfg, preset
 from retina.losses import Assigned, losses, weighted_total
@@ -88,7 +90,8 @@ class Setting:
     batch: int
     size: int
     threads: int | None  # torch intra-op threads (None: torch's default, as `retina train` runs)
-    workers: int  # data-loader workers, as the suite runs this setting
+    workers: int | None  # data-loader workers as the suite runs this setting (None: `retina train`'s default)
+    workers_before: int  # ... and as it ran it before issue 23 (`retina train` then defaulted to 2)
     what: str
 
     def train_cfg(self) -> TrainCfg:
@@ -99,10 +102,22 @@ class Setting:
 
 SETTINGS = {
     "synth-cpu": Setting(
-        "synth-cpu", 16, 384, None, 2, "retina train --recipe synth-cpu: batch 16 at 384 px, default threads, 2 workers"
+        name="synth-cpu",
+        batch=16,
+        size=384,
+        threads=None,
+        workers=None,
+        workers_before=2,
+        what="retina train --recipe synth-cpu: batch 16 at 384 px, default threads, default loader workers",
     ),
     "ablation": Setting(
-        "ablation", 8, 256, 1, 0, "one ablations/run.py job (--jobs = cores): batch 8 at 256 px, 1 thread, 0 workers"
+        name="ablation",
+        batch=8,
+        size=256,
+        threads=1,
+        workers=0,
+        workers_before=0,
+        what="one ablations/run.py job (--jobs = cores): batch 8 at 256 px, 1 thread, 0 workers",
     ),
 }
 
@@ -470,10 +485,13 @@ def data_section(setting: Setting, root: Path, trees: dict[str, Path], args: arg
 
 def e2e_configs(setting: Setting, bf16: bool) -> list[tuple[str, str, dict[str, Any]]]:
     """(label, tree, run settings): the suite's way of running the setting, before and now, then options."""
-    plain = {"workers": setting.workers, "threads": setting.threads}
-    rows = [("before issue 23", "before", plain), ("now", "now", plain)]
-    if setting.workers:
-        rows += [(f"now, {w} workers", "now", {**plain, "workers": w}) for w in (1, 0) if w != setting.workers]
+    from retina.engine import loader_workers
+
+    now = setting.workers if setting.workers is not None else loader_workers("cpu", all_cores())
+    plain = {"workers": now, "threads": setting.threads}
+    rows = [("before issue 23", "before", {**plain, "workers": setting.workers_before}), ("now", "now", plain)]
+    if setting.workers is None:  # the default's alternatives
+        rows += [(f"now, {w} workers", "now", {**plain, "workers": w}) for w in (0, 1, 2) if w != now]
     if bf16:
         rows.append(("now, bf16 autocast (--cpu-bf16)", "now", {**plain, "cpu_bf16": True}))
     return rows

@@ -78,7 +78,7 @@ class RunSpec:
     out_dir: Path
     data: SplitPaths
     device: str = "cpu"
-    workers: int = 2
+    workers: int | None = None  # data-loader worker processes per training process; None: ``loader_workers``
     checkpoint_every: int = 500
     log_every: int = 10
     amp: bool = True  # bf16 autocast, on CUDA only
@@ -137,6 +137,14 @@ class _Context:
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def workers(self) -> int:
+        """This process's data-loader workers: ``run.workers``, else the default for its device and share of cores."""
+        if self.run.workers is not None:
+            return self.run.workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return loader_workers(self.device.type, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
     def epochs(self, iterations: int) -> float:
         """Iterations as epochs (full global batches per pass over the data, as in the metrics)."""
@@ -480,10 +488,22 @@ def _loader(ctx: _Context, start: int) -> DataLoader:
         ctx.dataset,
         batch_sampler=sampler,
         collate_fn=collate,
-        num_workers=ctx.run.workers,
+        num_workers=ctx.workers,
         pin_memory=ctx.cuda,
         worker_init_fn=_one_thread_worker,
     )
+
+
+def loader_workers(device: str, cores: int) -> int:
+    """The default number of data-loader workers per training process on ``cores`` usable cores.
+
+    CPU: none on 2 cores or fewer, where a worker only takes cycles from the step's own threads (measured on 2 cores,
+    ``benchmarks/train_speed.py``, section e2e: 0 workers as fast as 1 and 6% faster than 2, since the loader's
+    share of an iteration is about a tenth); one beyond that, enough to prepare a batch while the step runs (not
+    measured there). CUDA: 2, as before (the GPU waits for data; tune ``--workers`` to the machine)."""
+    if device.startswith("cuda"):
+        return 2
+    return 0 if cores <= 2 else 1
 
 
 def _one_thread_worker(_: int) -> None:
@@ -524,6 +544,7 @@ def _meta(ctx: _Context, starting_weights: dict[str, Any] | None) -> dict[str, A
         },
         "world_size": ctx.dist.world,
         "device": str(ctx.device),
+        "loader_workers": ctx.workers,
         "starting_weights": starting_weights,
         **({"mesh_decoder_init": file_id(run.mesh_decoder)} if ctx.model_cfg.head.mesh else {}),
         # named even at its default (to_dict leaves that out): runs from before it trained the offsets at 1x

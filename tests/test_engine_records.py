@@ -227,3 +227,20 @@ def test_committed_metrics_belong_to_the_committed_checkpoint():
     assert rows[-1]["iteration"] == iteration == record["completed_iterations"] == record["iterations"]
     assert {k: rows[-1][k] for k in record["final_losses"]} == record["final_losses"]
     assert [r["iteration"] for r in rows] == sorted({r["iteration"] for r in rows})
+
+
+def test_loader_workers_default_by_device_and_cores():
+    from retina.engine import loader_workers
+
+    assert [loader_workers("cpu", n) for n in (1, 2, 3, 16)] == [0, 0, 1, 1]
+    assert [loader_workers("cuda", n) for n in (1, 16)] == [2, 2]
+
+
+@pytest.mark.parametrize(("cores", "expected"), [({0, 1}, 0), ({0, 1, 2, 3}, 1)])
+def test_train_without_workers_takes_the_default_for_its_cores_and_records_it(toy, tmp_path, monkeypatch, cores,
+                                                                              expected):  # fmt: skip
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: cores, raising=False)
+    spec = RunSpec(out_dir=tmp_path / "run", data=toy, checkpoint_every=3, log_every=1, progress=False, stop_after=1)
+    assert spec.workers is None
+    record = train(MODEL, CFG, spec)
+    assert record["loader_workers"] == expected  # and so in last.pth's provenance and train_record.json

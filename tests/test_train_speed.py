@@ -252,7 +252,7 @@ def test_cpu_bf16_trains_and_is_recorded(toy, tmp_path):
 
 @pytest.mark.slow
 def test_train_speed_benchmark_runs_on_a_toy_setting(toy, tmp_path, monkeypatch):
-    setting = train_speed.Setting("toy", 2, 64, 1, 0, "toy split, batch 2 at 64 px")
+    setting = train_speed.Setting("toy", 2, 64, 1, 0, 0, "toy split, batch 2 at 64 px")
     monkeypatch.setitem(train_speed.SETTINGS, "toy", setting)
     monkeypatch.setattr(train_speed, "split_root", lambda s: toy.labels.parent)
     out = tmp_path / "train_speed" / "machine.json"  # laid out as under results/ or reports/records/

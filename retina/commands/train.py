@@ -71,7 +71,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--device", type=device, default="cpu", help="cpu or cuda (with torchrun: each process takes its LOCAL_RANK)"
     )
     p.add_argument(
-        "--workers", type=non_negative_int, default=2, help="data loader worker processes per training process"
+        "--workers",
+        type=non_negative_int,
+        help="data loader worker processes per training process (default: 0 on a CPU with 2 cores or fewer, 1 on a "
+        "larger one, 2 on CUDA; see retina.engine.loader_workers)",
     )
     start = p.add_mutually_exclusive_group()
     start.add_argument("--pretrained-backbone", type=Path, help="local ImageNet backbone weights file")
