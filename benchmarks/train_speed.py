@@ -559,6 +559,8 @@ def _ap_job(job: tuple[str, int, bool]) -> dict[str, Any]:
         "ap": result.ap,
         "hard_map": result.hard_map_50_95,
         "train_wall_s": record["wall_time_s_this_process"],
+        "trained_at": record["provenance"]["git"],  # a reused run's own commit (runs are kept and reused)
+        "reused": bool(record.get("nothing_to_do")),
         "final_losses": record["final_losses"],
         "run_dir": str(run_dir),
     }
