@@ -497,10 +497,10 @@ def _loader(ctx: _Context, start: int) -> DataLoader:
 def loader_workers(device: str, cores: int) -> int:
     """The default number of data-loader workers per training process on ``cores`` usable cores.
 
-    CPU: none on 2 cores or fewer, where a worker only takes cycles from the step's own threads (measured on 2 cores,
-    ``benchmarks/train_speed.py``, section e2e: 0 workers as fast as 1 and 6% faster than 2, since the loader's
-    share of an iteration is about a tenth); one beyond that, enough to prepare a batch while the step runs (not
-    measured there). CUDA: 2, as before (the GPU waits for data; tune ``--workers`` to the machine)."""
+    CPU: none on 2 cores or fewer, where a worker only takes cycles from the step's own threads (2-core record of
+    ``benchmarks/train_speed.py``, section e2e: 0, 1, 2 workers 34.3, 31.6, 27.1 images/s; the data are 7% of an
+    iteration); one beyond that, enough to prepare a batch while the step runs (not measured). CUDA: 2, as before
+    (the GPU waits for data; tune ``--workers`` to the machine)."""
     if device.startswith("cuda"):
         return 2
     return 0 if cores <= 2 else 1
