@@ -120,3 +120,15 @@ def test_training_speed_numbers():
           f"0 workers ran at {now['images_per_s']:.1f} images/s, 1 at {rows['now, 1 workers']['images_per_s']:.1f} and "
           f"2 at {rows['now, 2 workers']['images_per_s']:.1f}")  # fmt: skip
     assert now["settings"]["workers"] == 0  # the default the README names for 2 cores
+
+
+def test_cross_machine_numbers():
+    rows = _json("reproducibility/verification_*.json")["rows"]
+    assert rows["none"]["folds_equal"] and rows["ground truth"]["folds_equal"]
+    assert rows["none"]["roc_points_differing"] == rows["ground truth"]["roc_points_differing"] == 0
+    rf, mt = rows["RetinaFace"], rows["MTCNN"]
+    assert rf["folds_equal"]
+    _says(f"keeps every fold accuracy ({100 * rf['accuracy_mean'][0]:.2f}%) while {rf['roc_points_differing']} ROC "
+          f"coordinates move by at most {rf['roc_max_diff']:.4f}",
+          f"moves by up to {100 * mt['folds_max_diff']:.2f} points on a fold (mean {100 * mt['accuracy_mean'][1]:.2f}% "
+          f"against the published {100 * mt['accuracy_mean'][0]:.2f}%)")  # fmt: skip
