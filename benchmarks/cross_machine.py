@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
+from benchmarks.publishing import add_allow_dirty, require_clean
 from benchmarks.timing import machine_tag
 from retina.results import REPO_ROOT, provenance, write_json
 
@@ -54,11 +55,15 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mtcnn-weights", type=Path, help="MTCNN's pnet.pt, rnet.pt, onet.pt (the published row)")
     p.add_argument("--publish", action="store_true", help="write into reports/records/reproducibility/")
+    add_allow_dirty(p)
     args = p.parse_args(argv)
+    if args.publish:
+        require_clean(p, "benchmarks/cross_machine.py --publish", args.allow_dirty)
     published = json.loads(PUBLISHED.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         command = ["retina", "verification", "--no-progress", "--out", tmp]
         command += ["--mtcnn-weights", str(args.mtcnn_weights)] if args.mtcnn_weights else []
+        prov = provenance(command=" ".join(command))  # before the run: the code that ran
         if subprocess.run(command, check=False).returncode != 0:
             print("cross_machine: the verification rerun failed", file=sys.stderr)
             return 2
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         "same_weights": same_weights,
         "rerun_data_content": rerun.get("data_content"),
         "rows": compare(published, rerun),
-        "provenance": provenance(command=" ".join(command)),
+        "provenance": prov,
     }
     folder = REPO_ROOT / ("reports/records" if args.publish else "results") / "reproducibility"
     path = write_json(folder / f"verification_{machine_tag()}.json", record)
