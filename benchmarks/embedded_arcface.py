@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script from a checkout
 
-from benchmarks.embedded_checkpoint import WEIGHTS_DIR, finished_record, run_metrics
-from benchmarks.publishing import add_allow_dirty, require_clean
+from benchmarks.embedded_checkpoint import WEIGHTS_DIR, finished_record, require_clean_run, run_metrics
+from benchmarks.publishing import add_allow_dirty
 from retina.errors import RetinaError
 from retina.recognition.train import load_embedder
-from retina.results import file_id, file_sha256, history_commits, provenance, write_bytes, write_json
+from retina.results import file_id, file_sha256, provenance, write_bytes, write_json
 
 NAME = "arcface_synthface_id"
 COMMAND = "nox -s train_arcface  (= python -m retina.recognition.train --out runs/arcface_synthface_id)"
@@ -50,11 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="a finished train_id run folder")
     add_allow_dirty(parser)
     args = parser.parse_args(argv)
-    try:  # the committed checkpoint: from a clean tree, trained at one clean commit
-        made_by = {str(args.run): history_commits(finished_record(args.run))}
-    except RetinaError as exc:
-        parser.error(str(exc))
-    require_clean(parser, "benchmarks/embedded_arcface.py (writes retina/weights/)", args.allow_dirty, made_by)
+    require_clean_run(parser, "benchmarks/embedded_arcface.py (writes retina/weights/)", args.allow_dirty, args.run)
     try:
         record = package(args.run)
     except RetinaError as exc:

@@ -137,6 +137,15 @@ def evaluate_record(packaged: Packaged, command: str) -> dict[str, Any]:
     }
 
 
+def require_clean_run(parser: argparse.ArgumentParser, what: str, allow_dirty: bool, run: Path) -> None:
+    """The rule of a committed checkpoint: packaged from a clean tree, trained at one clean commit."""
+    try:
+        made_by = {str(run): history_commits(finished_record(run))}
+    except RetinaError as exc:
+        parser.error(str(exc))
+    require_clean(parser, what, allow_dirty, made_by)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True, help="a finished `retina train` run folder")
@@ -144,11 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                         "synth-cpu --out runs/mobilenet0.25_synthface)")  # fmt: skip
     add_allow_dirty(parser)
     args = parser.parse_args(argv)
-    try:  # the committed checkpoint: from a clean tree, trained at one clean commit
-        made_by = {str(args.run): history_commits(finished_record(args.run))}
-    except RetinaError as exc:
-        parser.error(str(exc))
-    require_clean(parser, "benchmarks/embedded_checkpoint.py (writes retina/weights/)", args.allow_dirty, made_by)
+    require_clean_run(parser, "benchmarks/embedded_checkpoint.py (writes retina/weights/)", args.allow_dirty, args.run)
     try:
         packaged = package_run(args.run)
     except RetinaError as exc:
