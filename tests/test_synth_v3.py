@@ -133,3 +133,14 @@ def test_v3_images_decode_and_annotate_like_v2():
         x, y, w, h = f["box"]
         assert w > 0 and h > 0 and x >= 0 and y >= 0 and x + w <= meta["width"] and y + h <= meta["height"]
         assert f["blur"]["effective_sigma"] >= 0 and f["difficulty"] in (None, "easy", "medium", "hard")
+
+
+def test_the_default_pair_is_v3_and_v2_keeps_its_config():
+    default, v2 = SYNTH_PRESETS["default"], SYNTH_PRESETS["v2"]
+    assert default.natural_backdrop > 0 and default.hard_negatives_range[1] > 0 and default.box_convention == "wider"
+    assert default.face_appearance and default.lighting and default.camera
+    # v2 is the generator's defaults: its config (and so its cache key) names no v3 field
+    assert v2 == SynthCfg() and not set(v2.to_dict()) & {"natural_backdrop", "camera", "box_convention"}
+    # the two differ in the factors, the box habit and the scene mix, not in image or face geometry
+    same = ("width", "height_range", "face_px_range", "max_yaw_deg", "train_images", "val_images")
+    assert all(getattr(default, f) == getattr(v2, f) for f in same)

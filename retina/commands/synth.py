@@ -19,7 +19,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", required=True, choices=("train", "val", "test"), help="split name (changes the images)")
     p.add_argument("--images", required=True, type=positive_int, help="number of images (>= 1)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="random seed >= 0 (same seed, same files)")
-    p.add_argument("--preset", default="default", help="generator preset: default (640 wide), wider (1024), tiny")
+    p.add_argument(
+        "--preset",
+        default="default",
+        help="generator preset: default (SynthFace v3, 640 wide), v2 (the look before v3), wider (1024), tiny",
+    )
     p.add_argument("--workers", type=positive_int, default=1, help="worker processes (output does not depend on it)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--contact-sheet", type=output_file, default=None, help="also write a PNG contact sheet here")
