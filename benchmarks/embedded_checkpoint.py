@@ -109,8 +109,11 @@ def package_run(run: Path, dest: Path = WEIGHTS_DIR, name: str = NAME) -> Packag
     return Packaged(checkpoint, write_bytes(dest / f"{name}.metrics.jsonl", metrics), record)
 
 
-def evaluate_record(packaged: Packaged, command: str) -> dict[str, Any]:
-    """The committed record: training record, metrics file, and the checkpoint's AP on SynthFace val."""
+def evaluate_record(packaged: Packaged, command: str, made_at: dict[str, Any]) -> dict[str, Any]:
+    """The committed record: training record, metrics file, and the checkpoint's AP on SynthFace val.
+
+    ``made_at``: the provenance taken before packaging (afterwards the tree holds the new weights, so it is dirty).
+    """
     val = default_split("val")
     split = EvalSplit.from_root(val, label="SynthFace val (synthetic data, not WIDER FACE)")
     detector = Detector.from_checkpoint(packaged.checkpoint)
@@ -133,7 +136,7 @@ def evaluate_record(packaged: Packaged, command: str) -> dict[str, Any]:
             "hard_map_50_95": result.hard_map_50_95,
             "counts": dict(result.counts),
         },
-        "provenance": provenance(),
+        "provenance": made_at,
     }
 
 
@@ -154,12 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     add_allow_dirty(parser)
     args = parser.parse_args(argv)
     require_clean_run(parser, "benchmarks/embedded_checkpoint.py (writes retina/weights/)", args.allow_dirty, args.run)
+    made_at = provenance()
     try:
         packaged = package_run(args.run)
     except RetinaError as exc:
         print(f"embedded_checkpoint: error: {exc}", file=sys.stderr)
         return 2
-    record = evaluate_record(packaged, args.command)
+    record = evaluate_record(packaged, args.command, made_at)
     write_json(WEIGHTS_DIR / f"{NAME}.json", record)
     print(json.dumps(record["eval"], indent=2))
     return 0
