@@ -132,3 +132,15 @@ def test_cross_machine_numbers():
           f"coordinates move by at most {rf['roc_max_diff']:.4f}",
           f"moves by up to {100 * mt['folds_max_diff']:.2f} points on a fold (mean {100 * mt['accuracy_mean'][1]:.2f}% "
           f"against the published {100 * mt['accuracy_mean'][0]:.2f}%)")  # fmt: skip
+
+
+def test_real_transfer_and_committed_checkpoint_numbers():
+    rec = _json("real_transfer/real_transfer.json")
+    for row in rec["rows"]:
+        real = row["real"]
+        fp = real["operating_point"]["false_positives_per_image"]
+        _says(" | ".join(f"{real[k]:.3f}" for k in ("easy", "medium", "hard")) + f" | {fp:.2f} |")
+        _says(" / ".join(f"{row['synthface_val'][k]:.3f}" for k in ("easy", "medium", "hard")))
+    ours = json.loads((REPO_ROOT / "retina" / "weights" / "mobilenet0.25_synthface.json").read_text())["eval"]
+    _says(f"easy {ours['easy']:.3f}, medium {ours['medium']:.3f}, hard {ours['hard']:.3f}, hard mAP 0.5:0.95 "
+          f"{ours['hard_map_50_95']:.3f}")  # fmt: skip
