@@ -144,3 +144,15 @@ def test_real_transfer_and_committed_checkpoint_numbers():
     ours = json.loads((REPO_ROOT / "retina" / "weights" / "mobilenet0.25_synthface.json").read_text())["eval"]
     _says(f"easy {ours['easy']:.3f}, medium {ours['medium']:.3f}, hard {ours['hard']:.3f}, hard mAP 0.5:0.95 "
           f"{ours['hard_map_50_95']:.3f}")  # fmt: skip
+
+
+def test_factor_study_numbers():
+    table = pd.read_csv(RECORDS / "ablations" / "synth" / "table.csv").set_index("variant")
+    full, none, negatives = table.loc["full"], table.loc["none"], table.loc["no_negatives"]
+    _says(f"full generator gives real easy AP {full['real_easy_mean']:.2f} ± {full['real_easy_std']:.2f}%",
+          f"the v2 look {none['real_easy_mean']:.2f} ± {none['real_easy_std']:.2f}%",
+          f"(paired +{none['real_easy_diff']:.2f} ± {none['real_easy_diff_std']:.2f} points, p(real hard) "
+          f"{none['real_hard_p_welch']:.3f} / {none['real_hard_p_paired']:.3f}",
+          f"raises it by {negatives['real_easy_diff']:.2f} ± {negatives['real_easy_diff_std']:.2f} points")  # fmt: skip
+    lighting = table.loc["no_lighting"]
+    _says(f"lowers hard AP by {-lighting['hard_diff']:.2f} ± {lighting['hard_diff_std']:.2f}")
