@@ -42,8 +42,9 @@ SYNTH_FACTOR_FIELDS = (
     "data.lighting",
     "data.camera",
 )
+_FACTOR_NAMES = tuple(f.split(".")[1] for f in SYNTH_FACTOR_FIELDS)
 _V3 = SYNTH_PRESETS["default"]
-FACTORS_ON = (_V3.natural_backdrop, _V3.hard_negatives_range, _V3.face_appearance, _V3.lighting, _V3.camera)
+FACTORS_ON = tuple(getattr(_V3, name) for name in _FACTOR_NAMES)
 FACTORS_OFF = (0.0, (0, 0), False, False, False)
 
 # The CPU setting's data: SynthFace v3 (every factor on, WIDER's box habit, v3's scene mix) in smaller images than
@@ -56,7 +57,7 @@ SYNTH_ABLATION = SynthCfg(
     faces_range=(1, 24),
     distractors_range=(1, 6),
     back_heads_range=(0, 2),
-    **dict(zip((f.split(".")[1] for f in SYNTH_FACTOR_FIELDS), FACTORS_ON, strict=True)),
+    **dict(zip(_FACTOR_NAMES, FACTORS_ON, strict=True)),
     box_convention="wider",
     scene_weights=_V3.scene_weights,
     train_images=400,

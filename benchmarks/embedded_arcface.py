@@ -21,14 +21,14 @@ from benchmarks.embedded_checkpoint import WEIGHTS_DIR, finished_record, require
 from benchmarks.publishing import add_allow_dirty
 from retina.errors import RetinaError
 from retina.recognition.train import load_embedder
-from retina.results import file_id, file_sha256, provenance, write_bytes, write_json
+from retina.results import file_id, file_sha256, write_bytes, write_json
 
 NAME = "arcface_synthface_id"
 COMMAND = "nox -s train_arcface  (= python -m retina.recognition.train --out runs/arcface_synthface_id)"
 
 
-def package(run: Path) -> dict:
-    """Check the finished run, write the checkpoint and metrics, return the record."""
+def package(run: Path, made_at: dict) -> dict:
+    """Check the finished run, write the checkpoint and metrics, return the record (``made_at``: its provenance)."""
     record = finished_record(run)
     load_embedder(run / "final.pth")  # a loadable embedding network, or a clear error
     metrics = run_metrics(run, int(record["completed_iterations"]))
@@ -41,7 +41,7 @@ def package(run: Path) -> dict:
         "command": COMMAND,
         "metrics": file_id(metrics_path),
         "train": record,
-        "provenance": provenance(),
+        "provenance": made_at,
     }
 
 
@@ -50,9 +50,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True, help="a finished train_id run folder")
     add_allow_dirty(parser)
     args = parser.parse_args(argv)
-    require_clean_run(parser, "benchmarks/embedded_arcface.py (writes retina/weights/)", args.allow_dirty, args.run)
+    made_at = require_clean_run(
+        parser, "benchmarks/embedded_arcface.py (writes retina/weights/)", args.allow_dirty, args.run
+    )
     try:
-        record = package(args.run)
+        record = package(args.run, made_at)
     except RetinaError as exc:
         print(f"embedded_arcface: error: {exc}", file=sys.stderr)
         return 2

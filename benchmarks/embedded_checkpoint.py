@@ -112,7 +112,7 @@ def package_run(run: Path, dest: Path = WEIGHTS_DIR, name: str = NAME) -> Packag
 def evaluate_record(packaged: Packaged, command: str, made_at: dict[str, Any]) -> dict[str, Any]:
     """The committed record: training record, metrics file, and the checkpoint's AP on SynthFace val.
 
-    ``made_at``: the provenance taken before packaging (afterwards the tree holds the new weights, so it is dirty).
+    ``made_at``: the provenance of the tree before packaging (:func:`require_clean_run`).
     """
     val = default_split("val")
     split = EvalSplit.from_root(val, label="SynthFace val (synthetic data, not WIDER FACE)")
@@ -140,13 +140,18 @@ def evaluate_record(packaged: Packaged, command: str, made_at: dict[str, Any]) -
     }
 
 
-def require_clean_run(parser: argparse.ArgumentParser, what: str, allow_dirty: bool, run: Path) -> None:
-    """The rule of a committed checkpoint: packaged from a clean tree, trained at one clean commit."""
+def require_clean_run(parser: argparse.ArgumentParser, what: str, allow_dirty: bool, run: Path) -> dict[str, Any]:
+    """The rule of a committed checkpoint: packaged from a clean tree, trained at one clean commit.
+
+    Returns the provenance of the tree as checked, for the record: once the packager has written the new weights
+    the tree is dirty by its own doing.
+    """
     try:
         made_by = {str(run): history_commits(finished_record(run))}
     except RetinaError as exc:
         parser.error(str(exc))
     require_clean(parser, what, allow_dirty, made_by)
+    return provenance()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
                         "synth-cpu --out runs/mobilenet0.25_synthface)")  # fmt: skip
     add_allow_dirty(parser)
     args = parser.parse_args(argv)
-    require_clean_run(parser, "benchmarks/embedded_checkpoint.py (writes retina/weights/)", args.allow_dirty, args.run)
-    made_at = provenance()
+    made_at = require_clean_run(
+        parser, "benchmarks/embedded_checkpoint.py (writes retina/weights/)", args.allow_dirty, args.run
+    )
     try:
         packaged = package_run(args.run)
     except RetinaError as exc:
