@@ -1,0 +1,35 @@
+"""benchmarks/summation_drift.py: the drift statistics from fake APs (no training), and the published rows."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.summation_drift import published_rows, summarise
+
+
+def _ap(easy: float, medium: float, hard: float, hard_map: float) -> dict[str, float]:
+    return {"easy": easy, "medium": medium, "hard": hard, "hard_map": hard_map}
+
+
+def test_summarise_is_the_second_thread_count_minus_the_first_in_points() -> None:
+    runs = {
+        1: {0: _ap(0.80, 0.70, 0.60, 0.25), 1: _ap(0.82, 0.71, 0.62, 0.26)},
+        2: {0: _ap(0.81, 0.70, 0.59, 0.25), 1: _ap(0.82, 0.73, 0.65, 0.26)},
+    }
+    s = summarise(runs)
+    assert s["difference"] == "threads 2 - threads 1"
+    hard = s["sets"]["hard"]  # -1 and +3 points: mean +1, sample std sqrt(((-2)^2 + 2^2) / 1) = 2.828..., |.| mean 2
+    assert hard["per_seed"] == pytest.approx([-1.0, 3.0])
+    assert hard["mean"] == pytest.approx(1.0)
+    assert hard["std"] == pytest.approx(8**0.5)
+    assert hard["mean_abs"] == pytest.approx(2.0)
+    assert s["sets"]["hard_map"]["per_seed"] == pytest.approx([0.0, 0.0])
+
+
+def test_published_rows_read_the_committed_dcn_table() -> None:
+    rows = published_rows("dcn")
+    if not rows:
+        pytest.skip("no committed DCN ablation table")
+    assert list(rows)[:3] == ["no_dcn", "dcn", "dcn_frozen"]
+    assert rows["no_dcn"]["hard_diff"] == 0.0  # the baseline's difference to itself
+    assert set(rows["dcn_frozen"]) >= {"hard_mean", "hard_diff", "hard_diff_std"}
