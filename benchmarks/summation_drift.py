@@ -18,6 +18,7 @@ a clean tree); the runs under ``results/summation_drift/runs/``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -43,7 +44,8 @@ def measure(ablation: str, seeds: list[int], threads: int, folder: Path) -> dict
     from ablations.run import evaluate_one, make_plan, parser, record_path, train_one
 
     torch.set_num_threads(threads)
-    plan = make_plan(parser().parse_args([ablation, "--out", str(folder / f"threads{threads}"), "--no-progress"]))
+    args = parser().parse_args([ablation, "--out", str(folder / f"threads{threads}"), "--no-progress"])
+    plan = dataclasses.replace(make_plan(args), workers=0)  # as the runner's --jobs processes train
     base = plan.variants[0]
     metrics = {}
     for seed in seeds:
