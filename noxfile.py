@@ -132,8 +132,7 @@ def ablation_landmarks(session: nox.Session) -> None:
 def ablation_dcn(session: nox.Session) -> None:
     """DCN off vs on (paper Table 3 "+DCN"), and on with the offsets frozen at zero (the control); arguments as for
     ``ablation_landmarks``. The CPU setting has its own, shorter schedule (a DCN step is ~15x slower on a CPU), 3
-    seeds; with two DCN rows expect about 1.5x the 44 min that two rows took on 2 cores; results in
-    results/ablations/dcn/."""
+    seeds; the three rows took 3,309 s (55 min) on 2 cores with ``--real-dev``; results in results/ablations/dcn/."""
     _ablation(session, "dcn")
 
 
@@ -141,8 +140,8 @@ def ablation_dcn(session: nox.Session) -> None:
 def ablation_mesh(session: nox.Session) -> None:
     """The dense branch's pixel loss (paper Table 3 rows FPN+Context / +Lpts / +Lpixel / +Lpts +Lpixel), every row
     with the mesh head; arguments as for ``ablation_landmarks``. The CPU setting: 1,000 iterations, 3 seeds, and
-    the dense NME of the predicted meshes on SynthFace val as a column, about 37 min on 2 cores; results in
-    results/ablations/mesh/."""
+    the dense NME of the predicted meshes on SynthFace val as a column, 1,926 s (32 min) on 2 cores with
+    ``--real-dev``; results in results/ablations/mesh/."""
     _ablation(session, "mesh")
 
 

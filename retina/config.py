@@ -361,7 +361,8 @@ class PixelCfg:
             raise ValueError(f"min_face must be >= 1 and crop_margin > 0, got {self.min_face}, {self.crop_margin}")
 
 
-# Learning-rate multiplier of DCN offset/modulation convs (TrainCfg.dcn_offset_lr), chosen by benchmarks/dcn_offsets.py.
+# Learning-rate multiplier of DCN offset/modulation convs (TrainCfg.dcn_offset_lr), chosen by benchmarks/dcn_offsets.py
+# (record: reports/records/dcn_offsets/).
 DCN_OFFSET_LR = 0.1
 
 
