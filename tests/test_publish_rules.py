@@ -107,6 +107,7 @@ BENCHMARKS = [
     ("speed", ["fastpath"]),
     ("synth_speed", []),
     ("dcn_offsets", []),
+    ("summation_drift", []),
 ]
 
 

@@ -47,6 +47,25 @@ def test_ablation_findings(name):
     _says(f"{abs(ours.loc[other, 'hard_diff']):.2f} ± {ours.loc[other, 'hard_diff_std']:.2f}")
 
 
+def test_dcn_offset_and_summation_drift_numbers():
+    rows = {r["dcn_offset_lr"]: r for r in _json("dcn_offsets/dcn_offsets.json")["rows"]}
+    one, tenth, hundredth, frozen = rows[1.0], rows[0.1], rows[0.01], rows[0.0]
+    _says(f"at 1x the largest offset reaches {one['offset_max_at_27']:.2f} pixels",
+          f"({one['offset_max_run']:.2f} in the run), the masks saturate ({one['mask_min_last']:.3f} to "
+          f"{one['mask_max_last']:.3f})", f"second half is {one['loss_gap_second_half']:+.3f} ± "
+          f"{one['loss_gap_second_half_sem']:.3f}", f"offsets stay below {tenth['offset_max_run']:.2f} pixels and the "
+          f"gap is {tenth['loss_gap_second_half']:+.3f} ± {tenth['loss_gap_second_half_sem']:.3f}",
+          f"({hundredth['offset_max_run']:.2f} pixels; gap {hundredth['loss_gap_second_half']:+.3f} ± "
+          f"{hundredth['loss_gap_second_half_sem']:.3f})", f"the gap is {frozen['loss_gap_first10']:+.4f} over the "
+          f"first 10 iterations and {frozen['loss_gap_second_half']:+.3f} ± "
+          f"{frozen['loss_gap_second_half_sem']:.3f}")  # fmt: skip
+    drift = _json("summation_drift/dcn.json")
+    hard, easy = drift["drift"]["sets"]["hard"], drift["drift"]["sets"]["easy"]
+    assert drift["first_thread_count_reproduces_published_baseline"]
+    _says(f"moves hard AP by {hard['mean']:+.2f} ± {hard['std']:.2f} points and easy by {easy['mean']:+.2f} ± "
+          f"{easy['std']:.2f}")  # fmt: skip
+
+
 def test_verification_and_landmark_numbers():
     rec = _json("verification/synthface_id.json")
     for row in ("none", "RetinaFace", "ground truth", "MTCNN"):

@@ -33,3 +33,18 @@ def test_published_rows_read_the_committed_dcn_table() -> None:
     assert list(rows)[:3] == ["no_dcn", "dcn", "dcn_frozen"]
     assert rows["no_dcn"]["hard_diff"] == 0.0  # the baseline's difference to itself
     assert set(rows["dcn_frozen"]) >= {"hard_mean", "hard_diff", "hard_diff_std"}
+
+
+def test_the_report_shows_the_floor_per_seed_and_its_mean(tmp_path) -> None:
+    from retina.report.sections import _drift_lines
+    from retina.report.sources import Source
+
+    runs = {1: {0: _ap(0.80, 0.70, 0.60, 0.25), 1: _ap(0.82, 0.71, 0.62, 0.26)},
+            2: {0: _ap(0.81, 0.70, 0.59, 0.25), 1: _ap(0.82, 0.73, 0.65, 0.26)}}  # fmt: skip
+    prov = {"git": {"commit": "c" * 40, "dirty": False}, "created_utc": "2026-12-05T08:00:00",
+            "machine": {"processor": "CPU", "cpu_count": 2}}  # fmt: skip
+    record = {"ablation": "dcn", "threads": [1, 2], "seeds": [0, 1], "drift": summarise(runs), "provenance": prov}
+    lines = _drift_lines(Source("summation_drift", tmp_path / "dcn.json", record))
+    assert "| hard | -1.00, +3.00 | +1.00 ± 2.83 |" in lines
+    assert "| easy | +1.00, +0.00 | +0.50 ± 0.71 |" in lines
+    assert "retrained on 2 threads instead of 1" in lines[0]

@@ -280,13 +280,32 @@ def ablation_section(records: RecordSet, name: str, commands: Commands) -> Secti
             f"{recs[0]['protocol']}. " + caption(sources[0], f"{len(sources)} records"),
         ),
     ]
+    drift = [s for s in records.of("summation_drift") if s.record.get("ablation") == name][:1]
+    if drift:
+        body += ["", *_drift_lines(drift[0])]
     return Section(
         title,
         tuple(body),
-        tuple(sources),
+        (*sources, *drift),
         {f"ablation_{name}.png": bars},
         {f"ablation_{name}.csv": at.csv_text(recs, summary)},
     )
+
+
+def _drift_lines(source: Source) -> list[str]:
+    """The noise floor of an ablation's rows: its baseline retrained on another thread count (summation_drift)."""
+    from retina.report.ablation_table import HEADERS
+
+    r = source.record
+    low, high = r["threads"]
+    rows = [[HEADERS[k], ", ".join(f"{v:+.2f}" for v in d["per_seed"]), f"{d['mean']:+.2f} ± {d['std']:.2f}"]
+            for k, d in r["drift"]["sets"].items()]  # fmt: skip
+    text = (f"Noise floor (`python benchmarks/summation_drift.py --ablation {r['ablation']}`): the baseline row "
+            f"retrained on {high} threads instead of {low}, the same function, weights and batches, only the kernels' "
+            "summation order differs. A row that computes the baseline's function (a control) can differ from it by "
+            f"this much without any effect of its own. AP difference in points, {high} - {low} threads:")  # fmt: skip
+    header = ["AP", f"per seed ({', '.join(str(s) for s in r['seeds'])})", "mean ± std"]
+    return [text, "", *md_table(header, rows), "", caption(source, "1 record")]
 
 
 # --- speed ------------------------------------------------------------------------------------------------

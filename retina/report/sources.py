@@ -26,6 +26,7 @@ PATTERNS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
         "evaluation": ("widerface_eval/*/results.json",),
         "main_job": ("main_job/*.json",),
         "ablation": ("ablations/*/records/*.json",),
+        "summation_drift": ("summation_drift/*.json",),
         "speed_grid": ("speed/*/grid.json",),
         "speed_fastpath": ("speed/*/fastpath.json",),
         "eval_speed": ("eval_speed/*.json", "benchmarks/eval_speed*.json"),
