@@ -48,3 +48,19 @@ def test_the_report_shows_the_floor_per_seed_and_its_mean(tmp_path) -> None:
     assert "| hard | -1.00, +3.00 | +1.00 ± 2.83 |" in lines
     assert "| easy | +1.00, +0.00 | +0.50 ± 0.71 |" in lines
     assert "retrained on 2 threads instead of 1" in lines[0]
+
+
+def test_reproduction_of_the_published_baseline_is_checked_seed_for_seed() -> None:
+    from benchmarks.summation_drift import PUBLISHED, reproduces_published
+
+    paths = sorted((PUBLISHED / "dcn" / "records").glob("no_dcn__seed*.json"))
+    if not paths:
+        pytest.skip("no committed DCN ablation records")
+    import json
+
+    metrics = {json.loads(p.read_text())["seed"]: json.loads(p.read_text())["metrics"] for p in paths}
+    assert reproduces_published("dcn", metrics) is True
+    seeds = sorted(metrics)
+    swapped = {seeds[0]: metrics[seeds[1]], seeds[1]: metrics[seeds[0]]}  # same mean, other seeds
+    assert reproduces_published("dcn", swapped) is False
+    assert reproduces_published("dcn", {999: metrics[seeds[0]]}) is None
