@@ -64,6 +64,12 @@ def test_dcn_offset_and_summation_drift_numbers():
     assert drift["first_thread_count_reproduces_published_baseline"]
     _says(f"moves hard AP by {hard['mean']:+.2f} ± {hard['std']:.2f} points and easy by {easy['mean']:+.2f} ± "
           f"{easy['std']:.2f}")  # fmt: skip
+    lm = _json("summation_drift/landmarks.json")
+    assert lm["first_thread_count_reproduces_published_baseline"]
+    a, b, c = (f"{v:+.2f}" for v in lm["drift"]["sets"]["hard"]["per_seed"])
+    hard = lm["drift"]["sets"]["hard"]
+    _says(f"{lm['seconds']:,.0f} s, again reproducing", f"hard AP {a}, {b} and {c} points (mean {hard['mean']:+.2f} ± "
+          f"{hard['std']:.2f})")  # fmt: skip
 
 
 def test_verification_and_landmark_numbers():
