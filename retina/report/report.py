@@ -71,7 +71,8 @@ def page(sections: Sequence[Section], records: RecordSet, assets_link: str, comm
     for section in sections:
         lines += [f"## {section.title}", "", *(line.replace("{assets}", assets_link) for line in section.lines)]
         if section.sources:
-            files = ", ".join(f"`{shown_path(p)}`" for p in sorted({p for s in section.sources for p in s.files}))
+            # sorted as shown: the same order whether the roots were given relative or absolute
+            files = ", ".join(f"`{f}`" for f in sorted({shown_path(p) for s in section.sources for p in s.files}))
             lines += [f"<sub>Inputs (sha256 {section.inputs}): {files}</sub>", ""]
     return "\n".join(lines).rstrip() + "\n"
 
