@@ -96,7 +96,9 @@ def summarise(runs: dict[int, dict[int, dict[str, float]]]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--ablation", default="dcn", help="whose baseline row (default: dcn)")
+    from ablations.variants import ABLATIONS
+
+    p.add_argument("--ablation", default="dcn", choices=sorted(ABLATIONS), help="whose baseline row (default: dcn)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--threads", type=int, nargs=2, default=[1, 2], help="the two torch thread counts")
     p.add_argument("--out", type=Path, help="record path (default: results/summation_drift/<ablation>.json)")
