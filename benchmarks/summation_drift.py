@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 import numpy as np
 
 from retina.errors import RetinaError
+from retina.report.ablation_table import METRICS as SETS
 from retina.results import REPO_ROOT, provenance, require_clean_tree, write_json
 
-SETS = ("easy", "medium", "hard", "hard_map")
 PUBLISHED = REPO_ROOT / "reports" / "records" / "ablations"
 
 
@@ -72,14 +72,13 @@ def published_rows(ablation: str) -> dict[str, dict[str, Any]]:
 def reproduces_published(ablation: str, metrics: dict[int, dict[str, float]]) -> bool | None:
     """Whether every seed's AP equals that of the published baseline record of the same seed (None: no such
     record for some seed)."""
-    published = {}
-    for seed in metrics:
-        paths = sorted((PUBLISHED / ablation / "records").glob(f"*__seed{seed}.json"))
-        base = [json.loads(p.read_text()) for p in paths]
-        base = [r for r in base if r.get("order") == 0]
-        if not base:
-            return None
-        published[seed] = base[0]["metrics"]
+    from ablations.variants import ABLATIONS
+
+    base_key = ABLATIONS[ablation].rows[0][0]  # the runner's record name: <variant>__seed<k>.json
+    paths = {seed: PUBLISHED / ablation / "records" / f"{base_key}__seed{seed}.json" for seed in metrics}
+    if not all(p.is_file() for p in paths.values()):
+        return None
+    published = {seed: json.loads(p.read_text())["metrics"] for seed, p in paths.items()}
     return all(metrics[seed][k] == published[seed][k] for seed in metrics for k in SETS)
 
 
